@@ -1,0 +1,56 @@
+"""ONNX models for one end blob: the forward pass plus its gradient graph.
+
+Models here hold their weights inline; convert.py moves them to one shared file.
+"""
+
+import onnx
+from onnx import shape_inference
+
+from .gradient import GRADIENT, SEED, differentiate, l2_nodes, split_nodes
+from .onnx_graph import FLOAT, make_model, prune
+
+KINDS = ("l2", "fwd", "bwd")
+
+
+def _input(name, channels):
+    return (name, FLOAT, ["N", channels, "H", "W"])
+
+
+def _tensor_types(nodes, weights, data, channels):
+    """Element type of every tensor the nodes produce (by ONNX shape inference)."""
+    outputs = sorted({o for node in nodes for o in node.output})
+    model = make_model(nodes, [_input(data, channels)], [(o, FLOAT, None) for o in outputs[:1]], weights)
+    # Declaring every tensor an output lets inference report all their types.
+    del model.graph.output[:]
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+    inferred = shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+    types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.output if vi.type.tensor_type.elem_type})
+    return types
+
+
+def forward_model(forward_nodes, weights, data, channels, ends):
+    """data -> the given blobs."""
+    nodes = prune(forward_nodes, ends)
+    return make_model(nodes, [_input(data, channels)], [(e, FLOAT, None) for e in ends], weights)
+
+
+def end_models(forward_nodes, weights, data, channels, end):
+    """{"l2", "fwd", "bwd"} models for blob tensor `end` (see gradient.py), and the residual names."""
+    gradient = differentiate(forward_nodes, weights, data, end)
+    grad_out = [(GRADIENT, FLOAT, ["N", channels, "H", "W"])]
+    models = {"l2": make_model(l2_nodes(gradient), [_input(data, channels)], grad_out, weights, doc=f"d(0.5*||{end}||^2)/d{data}")}
+
+    fwd, bwd, residuals = split_nodes(gradient)
+    types = _tensor_types(fwd, weights, data, channels)
+    carried = [r for r in residuals if r not in (data, end)]
+    models["fwd"] = make_model(
+        fwd, [_input(data, channels)],
+        [(end, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in carried], weights,
+        doc=f"{end} and the tensors its gradient reads",
+    )
+    bwd_inputs = [(SEED, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in residuals if r != data]
+    if data in residuals:
+        bwd_inputs.append(_input(data, channels))
+    models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights, doc=f"seed^T d{end}/d{data}")
+    return models, carried

@@ -1,0 +1,188 @@
+"""The ONNX forward graph of a network description, with Caffe's semantics exactly.
+
+One builder per Caffe layer type, registered in LAYERS right under its definition;
+the converter's list of supported layers is LAYERS' keys.  Each builder writes the
+layer's SSA output tensor names, so every blob keeps its Caffe name in the graph.
+
+Where ONNX and Caffe differ, the builders spell Caffe out with standard ops:
+pooling rounds the output size up (ceil mode) but never starts a window in the
+right/bottom padding, and averages over the window clipped to the padded image.
+The input's height and width stay dynamic, so that arithmetic is done on Shape.
+"""
+
+import numpy as np
+from onnx import numpy_helper
+
+from .errors import UnsupportedLayerError
+from .onnx_graph import GraphBuilder
+
+LAYERS = {}
+
+
+def layer_builder(layer_type):
+    """The builder for a Caffe layer type; a miss names the type and the supported ones."""
+    try:
+        return LAYERS[layer_type]
+    except KeyError:
+        raise UnsupportedLayerError(
+            f"unsupported Caffe layer type {layer_type!r}; supported: {', '.join(sorted(LAYERS))}"
+        ) from None
+
+
+def build_forward(network, weights=None):
+    """A GraphBuilder holding the forward nodes of every layer of `network`."""
+    g = GraphBuilder(weights, prefix="fwd/")
+    for layer in network.layers:
+        layer_builder(layer.type)(g, layer)
+    return g
+
+
+def _weight(g, layer, index, suffix):
+    name = f"{layer.name}/{suffix}"
+    g.weights[name] = np.ascontiguousarray(layer.weights[index], dtype=np.float32)
+    return name
+
+
+def convolution(g, layer):
+    """Y = W * X + b  (cross-correlation; pad, stride, dilation, group as Caffe)"""
+    p = layer.params
+    inputs = [layer.inputs[0], _weight(g, layer, 0, "weight")]
+    if p["bias_term"]:
+        inputs.append(_weight(g, layer, 1, "bias"))
+    (ph, pw), (kh, kw) = p["pad"], p["kernel"]
+    g.op(
+        "Conv", inputs, outputs=layer.outputs,
+        kernel_shape=[kh, kw], strides=list(p["stride"]), pads=[ph, pw, ph, pw],
+        dilations=list(p["dilation"]), group=p["group"],
+    )
+
+
+LAYERS["Convolution"] = convolution
+
+
+def relu(g, layer):
+    """Y = max(X, 0)"""
+    if layer.params.get("negative_slope", 0.0) != 0.0:
+        raise UnsupportedLayerError(f"layer {layer.name!r}: ReLU with negative_slope is not supported")
+    g.op("Relu", layer.inputs, outputs=layer.outputs)
+
+
+LAYERS["ReLU"] = relu
+
+
+def _caffe_pool_padding(g, x, kernel, stride, pad):
+    """Pads [0,0,top,left, 0,0,bottom,right] that make a floor-mode pool produce Caffe's size.
+
+    Caffe: out = ceil((H + 2p - k) / s) + 1, minus one if that last window would start
+    in the padding ((out-1)*s >= H + p).  The bottom pad is whatever the last window needs.
+    """
+    k, s, p = (g.const(list(v)) for v in (kernel, stride, pad))
+    size = g.shape(x, start=2, end=4)
+    reach = g.op("Add", [g.op("Sub", [g.op("Add", [size, g.op("Add", [p, p])]), k]), g.op("Sub", [s, g.const([1, 1])])])
+    out = g.op("Add", [g.op("Div", [reach, s]), g.const([1, 1])])
+    if any(pad):
+        starts_in_pad = g.op("GreaterOrEqual", [g.op("Mul", [g.op("Sub", [out, g.const([1, 1])]), s]), g.op("Add", [size, p])])
+        out = g.op("Sub", [out, g.op("Cast", [starts_in_pad], to=7)])
+    needed = g.op("Add", [g.op("Mul", [g.op("Sub", [out, g.const([1, 1])]), s]), k])
+    bottom = g.op("Max", [g.op("Sub", [needed, g.op("Add", [size, p])]), g.const([0, 0])])
+    zeros = g.const([0, 0])
+    return g.op("Concat", [zeros, p, zeros, bottom], axis=0)
+
+
+def pooling(g, layer):
+    """MAX: Y = max over the window; AVE: Y = sum over the clipped window / Caffe's pool size"""
+    p = layer.params
+    if p.get("global_pooling"):
+        op = {"MAX": "GlobalMaxPool", "AVE": "GlobalAveragePool"}.get(p["pool"])
+        if op is None:
+            raise UnsupportedLayerError(f"layer {layer.name!r}: {p['pool']} pooling is not supported")
+        g.op(op, layer.inputs, outputs=layer.outputs)
+        return
+    if p.get("round_mode", "CEIL") != "CEIL":
+        raise UnsupportedLayerError(f"layer {layer.name!r}: pooling round_mode {p['round_mode']} is not supported")
+    kernel, stride, pad = list(p["kernel"]), list(p["stride"]), list(p["pad"])
+    x = layer.inputs[0]
+    if p["pool"] == "MAX":
+        if stride == [1, 1]:
+            # Stride 1: ceil and floor agree and ONNX's pads never win a max, as in Caffe.
+            g.op("MaxPool", [x], outputs=layer.outputs, kernel_shape=kernel, pads=pad + pad)
+            return
+        padded = g.op("Pad", [x, _caffe_pool_padding(g, x, kernel, stride, pad), g.const(-np.inf, np.float32)])
+        g.op("MaxPool", [padded], outputs=layer.outputs, kernel_shape=kernel, strides=stride)
+    elif p["pool"] == "AVE":
+        if stride == [1, 1]:
+            # No window hangs past the padding, so Caffe's divisor is always kh*kw.
+            g.op("AveragePool", [x], outputs=layer.outputs, kernel_shape=kernel, pads=pad + pad, count_include_pad=1)
+            return
+        pads = _caffe_pool_padding(g, x, kernel, stride, pad)
+        total = g.op("AveragePool", [g.op("Pad", [x, pads, g.const(0.0, np.float32)])], kernel_shape=kernel, strides=stride)
+        # Caffe divides by the window clipped to the padded image (H + 2p), not to the
+        # ceil-mode overhang: count those cells with a ones image padded by ones.
+        ones = g.op("ConstantOfShape", [g.op("Concat", [g.const([1, 1]), g.shape(x, start=2, end=4)], axis=0)],
+                    value=_float_tensor(1.0))
+        inside = g.op("Pad", [ones, g.const([0, 0] + pad + [0, 0] + pad), g.const(1.0, np.float32)])
+        overhang = g.op("Sub", [pads, g.const([0, 0] + pad + [0, 0] + pad)])
+        count = g.op("AveragePool", [g.op("Pad", [inside, overhang, g.const(0.0, np.float32)])],
+                     kernel_shape=kernel, strides=stride)
+        g.op("Div", [total, count], outputs=layer.outputs)
+    else:
+        raise UnsupportedLayerError(f"layer {layer.name!r}: {p['pool']} pooling is not supported")
+
+
+LAYERS["Pooling"] = pooling
+
+
+def _float_tensor(value):
+    return numpy_helper.from_array(np.array([value], dtype=np.float32))
+
+
+def lrn(g, layer):
+    """Y = X * (k + alpha/n * sum over n neighbouring channels of X^2) ^ -beta"""
+    p = layer.params
+    if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
+        raise UnsupportedLayerError(f"layer {layer.name!r}: LRN WITHIN_CHANNEL is not supported")
+    n = p["local_size"]
+    x = layer.inputs[0]
+    # The channel-window sum as a (n x 1) convolution over a (N, 1, C, H*W) view: standard
+    # ops with a standard gradient, and faster than onnxruntime's LRN kernel.
+    squares = g.op("Mul", [x, x])
+    column = g.op("Reshape", [g.op("Unsqueeze", [squares, g.const([1])]), g.const([0, 1, 0, -1])])
+    window = g.const(np.full((1, 1, n, 1), p["alpha"] / n), np.float32, name=f"{layer.name}/window")
+    summed = g.op("Conv", [column, window], kernel_shape=[n, 1], pads=[(n - 1) // 2, 0, n // 2, 0])
+    scale = g.op("Add", [g.op("Reshape", [summed, g.shape(x)]), g.const(p["k"], np.float32)])
+    g.op("Mul", [x, g.op("Pow", [scale, g.const(-p["beta"], np.float32)])], outputs=layer.outputs)
+
+
+LAYERS["LRN"] = lrn
+
+
+def concat(g, layer):
+    """Y = [X_1, ..., X_n] along the axis"""
+    g.op("Concat", layer.inputs, outputs=layer.outputs, axis=layer.params.get("axis", 1))
+
+
+LAYERS["Concat"] = concat
+
+
+def inner_product(g, layer):
+    """Y = flatten(X) W^T + b"""
+    p = layer.params
+    if p.get("axis", 1) != 1:
+        raise UnsupportedLayerError(f"layer {layer.name!r}: InnerProduct axis != 1 is not supported")
+    flat = g.op("Flatten", [layer.inputs[0]], axis=1)
+    inputs = [flat, _weight(g, layer, 0, "weight")]
+    if p["bias_term"]:
+        inputs.append(_weight(g, layer, 1, "bias"))
+    g.op("Gemm", inputs, outputs=layer.outputs, transB=0 if p.get("transpose") else 1)
+
+
+LAYERS["InnerProduct"] = inner_product
+
+
+def softmax(g, layer):
+    """Y = exp(X) / sum(exp(X)) along the axis"""
+    g.op("Softmax", layer.inputs, outputs=layer.outputs, axis=layer.params.get("axis", 1))
+
+
+LAYERS["Softmax"] = softmax
+

@@ -1,0 +1,101 @@
+"""A small ONNX graph under construction: nodes, constants and fresh names.
+
+The forward builder and the VJP rules both write through this, so every graph the
+converter emits uses the same opset, naming and constant handling.
+"""
+
+import hashlib
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+OPSET = 17
+# onnx >= 1.20 writes IR version 14 by default, which current onnxruntime refuses.
+IR_VERSION = 8
+FLOAT = onnx.TensorProto.FLOAT
+
+
+def attributes(node):
+    """A node's attributes as a plain dict."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; `op` appends a node and returns its output name.
+
+    `weights` maps initializer names to NumPy arrays; they stay arrays until a model
+    is written, so many models can share one weights file.
+    """
+
+    def __init__(self, weights=None, prefix=""):
+        self.nodes = []
+        self.weights = weights if weights is not None else {}
+        self.prefix = prefix
+        self._count = 0
+
+    def fresh(self, hint):
+        self._count += 1
+        return f"{self.prefix}{hint}:{self._count}"
+
+    def op(self, op_type, inputs, outputs=None, n_out=1, **attrs):
+        """Append one node; returns its output name (or the list when n_out > 1)."""
+        if outputs is None:
+            outputs = [self.fresh(op_type) for _ in range(n_out)]
+        node = helper.make_node(op_type, list(inputs), list(outputs), **attrs)
+        self.nodes.append(node)
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+    def const(self, value, dtype=np.int64, name=None):
+        """An initializer holding `value`; equal small constants share one name."""
+        array = np.asarray(value, dtype=dtype)
+        if name is None:
+            # Content-addressed so names are stable across runs and processes.
+            key = f"{array.dtype.str}{array.shape}".encode() + array.tobytes()
+            name = f"const:{array.dtype.name}:{hashlib.sha1(key).hexdigest()[:12]}"
+        if name not in self.weights:
+            self.weights[name] = array
+        return name
+
+    def shape(self, tensor, start=None, end=None):
+        """Shape(tensor)[start:end] as an int64 tensor."""
+        attrs = {}
+        if start is not None:
+            attrs["start"] = start
+        if end is not None:
+            attrs["end"] = end
+        return self.op("Shape", [tensor], **attrs)
+
+
+def make_model(nodes, inputs, outputs, weights, doc=""):
+    """A ModelProto with inline initializers for every weight the nodes read.
+
+    inputs and outputs are lists of (name, elem_type, shape) with shape entries as
+    ints or dimension names.
+    """
+    used = {name for node in nodes for name in node.input}
+    initializers = [numpy_helper.from_array(weights[name], name) for name in sorted(used) if name in weights]
+    graph = helper.make_graph(
+        nodes,
+        "deepdream",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        initializers,
+        doc_string=doc,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepdream-onnx")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def prune(nodes, outputs):
+    """The nodes needed to compute `outputs`, in their original order."""
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    needed, stack = set(), [producer[o] for o in outputs if o in producer]
+    while stack:
+        i = stack.pop()
+        if i in needed:
+            continue
+        needed.add(i)
+        stack.extend(producer[name] for name in nodes[i].input if name in producer)
+    return [node for i, node in enumerate(nodes) if i in needed]

@@ -1,0 +1,304 @@
+"""Vector-Jacobian product rules, one per ONNX op type, in one registry.
+
+A rule gets the graph builder, the forward node and the cotangents of the node's
+outputs (dY), and returns one cotangent per node input (None where the input is a
+constant such as a weight or a shape).  Rules only emit standard ONNX-domain ops, so
+the gradient graphs run on any onnxruntime execution provider.
+
+Adding an op means adding one function here, registering it under its definition,
+and one check in tests/test_vjp.py.
+"""
+
+import numpy as np
+
+from .errors import UnsupportedLayerError
+from .onnx_graph import FLOAT, attributes
+
+VJP = {}
+
+# Ops whose outputs carry no gradient (shapes, comparisons): the gradient builder
+# does not differentiate through them.
+NON_DIFFERENTIABLE = {"Shape", "Equal", "Greater", "Sign", "Cast", "ConstantOfShape", "Size"}
+
+
+def vjp_rule(op_type, rules=None):
+    """The rule for op_type in `rules` (default VJP); a miss names the op and the supported ones."""
+    rules = VJP if rules is None else rules
+    try:
+        return rules[op_type]
+    except KeyError:
+        raise UnsupportedLayerError(
+            f"no gradient rule for ONNX op {op_type!r}; supported: {', '.join(sorted(rules))}"
+        ) from None
+
+
+def _pair(values, default):
+    return list(values) if values else [default, default]
+
+
+def _spatial(g, tensor):
+    """Shape(tensor)[2:4]: the (H, W) of an NCHW tensor."""
+    return g.shape(tensor, start=2, end=4)
+
+
+def _pad_hw(g, x, begin, end, value=0.0):
+    """Pad the H and W axes of x by begin = [top, left] and end = [bottom, right] (tensors)."""
+    zeros = g.const([0, 0])
+    pads = g.op("Concat", [zeros, begin, zeros, end], axis=0)
+    return g.op("Pad", [x, pads, g.const(value, np.float32)])
+
+
+def _crop_hw(g, x, begin, size):
+    """x[:, :, begin[0]:begin[0]+size[0], begin[1]:begin[1]+size[1]] (begin, size tensors)."""
+    ends = g.op("Add", [begin, size])
+    return g.op("Slice", [x, begin, ends, g.const([2, 3])])
+
+
+def _dilate(g, t, strides, length):
+    """Spread t's rows and columns strides apart, zeros between: length = (n-1)*s + 1 per axis."""
+    sh, sw = strides
+    if (sh, sw) == (1, 1):
+        return t
+    grid = g.op("Unsqueeze", [t, g.const([3, 5])])
+    grid = g.op("Pad", [grid, g.const([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1]), g.const(0.0, np.float32)])
+    batch_channels = g.shape(t, start=0, end=2)
+    spread = g.op("Mul", [_spatial(g, t), g.const([sh, sw])])
+    flat = g.op("Reshape", [grid, g.op("Concat", [batch_channels, spread], axis=0)])
+    return g.op("Slice", [flat, g.const([0, 0]), length, g.const([2, 3])])
+
+
+def _window_span(g, y, strides, extent):
+    """(Ho-1)*s + extent per spatial axis, for output y: the input rows a pooling/conv covers."""
+    last = g.op("Sub", [_spatial(g, y), g.const([1, 1])])
+    return g.op("Add", [g.op("Mul", [last, g.const(list(strides))]), g.const(list(extent))])
+
+
+# --- elementwise -----------------------------------------------------------------
+
+
+def identity_vjp(g, node, dys):
+    """dX = dY"""
+    return [dys[0]]
+
+
+VJP["Identity"] = identity_vjp
+
+
+def relu_vjp(g, node, dys):
+    """dX = dY * [Y > 0]   (Sign(Y) is that mask, since Y >= 0)"""
+    mask = g.op("Sign", [node.output[0]])
+    return [g.op("Mul", [dys[0], mask])]
+
+
+VJP["Relu"] = relu_vjp
+
+
+def add_vjp(g, node, dys):
+    """dA = dY, dB = dY   (the other operand is a constant of broadcastable shape)"""
+    return [dys[0], dys[0]]
+
+
+VJP["Add"] = add_vjp
+
+
+def mul_vjp(g, node, dys):
+    """dA = dY * B, dB = dY * A"""
+    a, b = node.input
+    return [g.op("Mul", [dys[0], b]), g.op("Mul", [dys[0], a])]
+
+
+VJP["Mul"] = mul_vjp
+
+
+def div_vjp(g, node, dys):
+    """dA = dY / B   (B is a constant here: Caffe's averaging divisor)"""
+    return [g.op("Div", [dys[0], node.input[1]]), None]
+
+
+VJP["Div"] = div_vjp
+
+
+def pow_vjp(g, node, dys):
+    """dX = dY * b * X^(b-1)   (b a constant exponent)"""
+    x, b = node.input
+    b_minus_1 = g.op("Sub", [b, g.const(1.0, np.float32)])
+    slope = g.op("Mul", [b, g.op("Pow", [x, b_minus_1])])
+    return [g.op("Mul", [dys[0], slope]), None]
+
+
+VJP["Pow"] = pow_vjp
+
+
+# --- reshaping -------------------------------------------------------------------
+
+
+def reshape_vjp(g, node, dys):
+    """dX = reshape(dY, shape(X))"""
+    return [g.op("Reshape", [dys[0], g.shape(node.input[0])])] + [None] * (len(node.input) - 1)
+
+
+VJP["Reshape"] = reshape_vjp
+VJP["Flatten"] = reshape_vjp
+VJP["Unsqueeze"] = reshape_vjp
+
+
+def concat_vjp(g, node, dys):
+    """dX_i = dY[..., offset_i : offset_i + size_i, ...] along the concat axis"""
+    axis = attributes(node)["axis"]
+    sizes = [g.shape(x, start=axis, end=axis + 1) for x in node.input]
+    split = g.op("Concat", sizes, axis=0)
+    parts = g.op("Split", [dys[0], split], n_out=len(node.input), axis=axis)
+    return parts if len(node.input) > 1 else [parts]
+
+
+VJP["Concat"] = concat_vjp
+
+
+def pad_vjp(g, node, dys):
+    """dX = dY[begin : begin + shape(X)]   (the inverse crop of Pad)"""
+    x, pads = node.input[:2]
+    begin = g.op("Slice", [pads, g.const([0]), g.const([4])])
+    ends = g.op("Add", [begin, g.shape(x)])
+    return [g.op("Slice", [dys[0], begin, ends]), None, None][: len(node.input)]
+
+
+VJP["Pad"] = pad_vjp
+
+
+def slice_vjp(g, node, dys):
+    """dX = zero-pad dY back to shape(X) at offset starts (constant axes, non-negative starts, step 1)"""
+    x, starts, _, axes = node.input[:4]
+    # Only the crop form the forward builder emits: Slice(x, starts, ends, axes=[2, 3]).
+    if g.weights.get(axes) is None or list(g.weights[axes]) != [2, 3] or len(node.input) > 4:
+        raise UnsupportedLayerError("Slice gradient supports only spatial crops (axes [2, 3], step 1)")
+    after = g.op("Sub", [g.op("Sub", [_spatial(g, x), starts]), _spatial(g, node.output[0])])
+    return [_pad_hw(g, dys[0], starts, after), None, None, None]
+
+
+VJP["Slice"] = slice_vjp
+
+
+# --- dense -----------------------------------------------------------------------
+
+
+def conv_vjp(g, node, dys):
+    """dX = conv(dilate(dY, s), flip(W)^T, pad d(k-1)-p): the transposed convolution, as a Conv"""
+    x, w = node.input[:2]
+    a = attributes(node)
+    weight = g.weights[w]
+    kh, kw = weight.shape[2:]
+    strides = _pair(a.get("strides"), 1)
+    dilations = _pair(a.get("dilations"), 1)
+    pads = a.get("pads", [0, 0, 0, 0])
+    group = a.get("group", 1)
+    reach = [dilations[0] * (kh - 1), dilations[1] * (kw - 1)]
+    back = [reach[0] - pads[0], reach[1] - pads[1], reach[0] - pads[2], reach[1] - pads[3]]
+    if min(back) < 0:
+        raise UnsupportedLayerError("Conv gradient needs pad <= dilation*(kernel-1)")
+    # Spreading dY stride apart and correlating with the flipped kernel is exactly the
+    # adjoint, and plain Conv runs several times faster than ConvTranspose on the CPU.
+    spread = _dilate(g, dys[0], strides, _window_span(g, node.output[0], strides, [1, 1]))
+    transposed = g.const(_flip_transpose(weight, group), np.float32, name=f"{w}:vjp")
+    if strides == [1, 1]:
+        dx = g.op("Conv", [spread, transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])
+        return [dx] + [None] * (len(node.input) - 1)
+    # Strided: correlate over the full reach, then fit to X: the last window may end
+    # past X (into the padding) or, in floor mode, short of it (those rows get zero).
+    full = back[:2] + reach
+    dx = g.op("Conv", [spread, transposed], pads=full, dilations=dilations, group=group, kernel_shape=[kh, kw])
+    size = _spatial(g, x)
+    dx = g.op("Slice", [dx, g.const([0, 0]), size, g.const([2, 3])])
+    dx = _pad_hw(g, dx, g.const([0, 0]), g.op("Sub", [size, _spatial(g, dx)]))
+    return [dx] + [None] * (len(node.input) - 1)
+
+
+VJP["Conv"] = conv_vjp
+
+
+def _flip_transpose(weight, group):
+    """(O, C/g, kh, kw) -> (C, O/g, kh, kw) per group, spatially flipped: the adjoint's kernel."""
+    o, cg, kh, kw = weight.shape
+    w = weight.reshape(group, o // group, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(w.reshape(group * cg, o // group, kh, kw)[:, :, ::-1, ::-1])
+
+
+def gemm_vjp(g, node, dys):
+    """Y = A B^T + C  =>  dA = dY B   (transB=1, B a constant weight)"""
+    a = attributes(node)
+    b = node.input[1]
+    if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+        raise UnsupportedLayerError("Gemm gradient supports only transA=0, alpha=1")
+    weight = b if a.get("transB", 0) else g.op("Transpose", [b], perm=[1, 0])
+    return [g.op("MatMul", [dys[0], weight])] + [None] * (len(node.input) - 1)
+
+
+VJP["Gemm"] = gemm_vjp
+
+
+def softmax_vjp(g, node, dys):
+    """dX = Y * (dY - sum(dY * Y, axis))"""
+    y = node.output[0]
+    axis = attributes(node).get("axis", -1)
+    dot = g.op("ReduceSum", [g.op("Mul", [dys[0], y]), g.const([axis])], keepdims=1)
+    return [g.op("Mul", [y, g.op("Sub", [dys[0], dot])])]
+
+
+VJP["Softmax"] = softmax_vjp
+
+
+# --- pooling (always emitted with ceil_mode=0; Caffe's ceil mode is explicit padding) ---
+
+
+def _pool_geometry(node):
+    a = attributes(node)
+    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise UnsupportedLayerError(f"{node.op_type} gradient supports only ceil_mode=0 without dilation")
+    return list(a["kernel_shape"]), _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a
+
+
+def maxpool_vjp(g, node, dys):
+    """dX[first argmax of window o] += dY[o]   (first maximum in row-major scan order, as Caffe's strict >)"""
+    (kh, kw), strides, pads, _ = _pool_geometry(node)
+    x, y = node.input[0], node.output[0]
+    xp = _pad_hw(g, x, g.const(pads[:2]), g.const(pads[2:]), value=-np.inf) if any(pads) else x
+    span = _window_span(g, y, strides, [1, 1])
+    size_p = _spatial(g, xp)
+    one = g.const(1.0, np.float32)
+    taken, dxp = None, None
+    for i in range(kh):
+        for j in range(kw):
+            offset = g.const([i, j])
+            window = g.op("Slice", [xp, offset, g.op("Add", [offset, span]), g.const([2, 3]), g.const(strides)])
+            hit = g.op("Cast", [g.op("Equal", [window, y])], to=FLOAT)
+            first = hit if taken is None else g.op("Mul", [hit, g.op("Sub", [one, taken])])
+            taken = first if taken is None else g.op("Add", [taken, first])
+            placed = _dilate(g, g.op("Mul", [dys[0], first]), strides, span)
+            part = _pad_hw(g, placed, offset, g.op("Sub", [g.op("Sub", [size_p, offset]), span]))
+            dxp = part if dxp is None else g.op("Add", [dxp, part])
+    dx = _crop_hw(g, dxp, g.const(pads[:2]), _spatial(g, x)) if any(pads) else dxp
+    return [dx]
+
+
+VJP["MaxPool"] = maxpool_vjp
+
+
+def averagepool_vjp(g, node, dys):
+    """dX[p] = sum over windows o containing p of dY[o] / (kh*kw)   (pads counted, count_include_pad=1)"""
+    (kh, kw), strides, pads, a = _pool_geometry(node)
+    if any(pads) and not a.get("count_include_pad", 0):
+        raise UnsupportedLayerError("AveragePool gradient needs count_include_pad=1 when padded")
+    x, y = node.input[0], node.output[0]
+    span = _window_span(g, y, strides, [1, 1])
+    spread = _dilate(g, dys[0], strides, span)
+    # Summing a k-window over the spread dY, zero-padded k-1 around, is the window
+    # adjoint; AveragePool's 1/k^2 is exactly the forward's divisor.
+    size_p = g.op("Add", [_spatial(g, x), g.const([pads[0] + pads[2], pads[1] + pads[3]])])
+    tail = g.op("Sub", [size_p, g.op("Add", [span, g.const([kh - 1, kw - 1])])])
+    border = g.const([kh - 1, kw - 1])
+    padded = _pad_hw(g, spread, border, g.op("Add", [border, tail]))
+    dxp = g.op("AveragePool", [padded], kernel_shape=[kh, kw])
+    dx = _crop_hw(g, dxp, g.const(pads[:2]), _spatial(g, x)) if any(pads) else dxp
+    return [dx]
+
+
+VJP["AveragePool"] = averagepool_vjp

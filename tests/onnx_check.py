@@ -1,0 +1,85 @@
+"""Numerical checks of gradient graphs (test helper, not a test file).
+
+check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
+<J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
+Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
+for Conv and pooling); the same graphs also run in onnxruntime in float32.
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from deepdream_onnx.gradient import GRADIENT, SEED, differentiate
+from deepdream_onnx.onnx_graph import FLOAT, GraphBuilder, make_model, prune
+from deepdream_onnx.vjp import VJP
+
+
+def op_model(build, rules=VJP):
+    """A model x, seed -> y, gradient for the graph `build(g, "x") -> y`."""
+    g = GraphBuilder(prefix="t/")
+    y = build(g, "x")
+    grad = differentiate(g.nodes, g.weights, "x", y, rules=rules)
+    nodes = grad.forward + grad.shape_nodes + grad.backward
+    return make_model(nodes, [("x", FLOAT, None), (SEED, FLOAT, None)], [(y, FLOAT, None), (GRADIENT, FLOAT, None)], g.weights)
+
+
+def forward_only(model):
+    """The part of an op_model computing y from x."""
+    y = model.graph.output[0].name
+    nodes = prune(list(model.graph.node), [y])
+    used = {name for node in nodes for name in node.input}
+    graph = onnx.helper.make_graph(nodes, "forward", [model.graph.input[0]], [model.graph.output[0]],
+                                   [init for init in model.graph.initializer if init.name in used])
+    clone = onnx.helper.make_model(graph, opset_imports=model.opset_import)
+    clone.ir_version = model.ir_version
+    return clone
+
+
+def to_double(model):
+    """The same model computing in float64."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.DOUBLE
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float64)))
+    return model
+
+
+def run_reference(model, x, seed=None):
+    """(y, gradient) in float64; with no seed, y alone (and None)."""
+    if seed is None:
+        return ReferenceEvaluator(forward_only(model)).run(None, {"x": x})[0], None
+    outputs = ReferenceEvaluator(model).run(None, {"x": x, SEED: seed})
+    return outputs[0], outputs[1]
+
+
+def run_ort(model, x, seed):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, g = session.run(None, {"x": x.astype(np.float32), SEED: seed.astype(np.float32)})
+    return y, g
+
+
+def check_vjp(model, x, rng, eps=1e-6):
+    """Relative mismatch between <J u, v> (central differences, float64) and <u, J^T v>."""
+    double = to_double(model)
+    x = x.astype(np.float64)
+    y, _ = run_reference(double, x)
+    u = rng.standard_normal(x.shape)
+    v = rng.standard_normal(y.shape)
+    y_plus, _ = run_reference(double, x + eps * u)
+    y_minus, _ = run_reference(double, x - eps * u)
+    jvp = np.vdot((y_plus - y_minus) / (2 * eps), v)
+    _, vjp = run_reference(double, x, v)
+    return abs(jvp - np.vdot(u, vjp)) / max(abs(jvp), 1e-12)

@@ -1,0 +1,159 @@
+"""Every VJP rule against central finite differences in float64 (tests/onnx_check.py)."""
+
+import numpy as np
+import pytest
+
+import caffe_reference as ref
+from onnx_check import check_vjp, op_model, run_ort, run_reference, to_double
+from deepdream_onnx.errors import UnsupportedLayerError
+from deepdream_onnx.onnx_forward import LAYERS
+from deepdream_onnx.vjp import VJP, vjp_rule
+
+RNG = np.random.default_rng(7)
+TOLERANCE = 1e-6
+
+
+def caffe(layer):
+    """build(g, x) for one Caffe layer reading x, through the project's forward builder."""
+    def build(g, x):
+        LAYERS[layer.type](g, _rebind(layer, x))
+        return layer.outputs[0]
+    return build
+
+
+def _rebind(layer, x):
+    return type(layer)(layer.name, layer.type, (x,), layer.outputs, layer.params, layer.weights)
+
+
+def weights(*shape):
+    return RNG.standard_normal(shape).astype(np.float32) * 0.5
+
+
+def op(op_type, *consts, **attrs):
+    """build(g, x) for one ONNX op op_type(x, *consts)."""
+    def build(g, x):
+        names = [g.const(c, c.dtype) if isinstance(c, np.ndarray) else c for c in consts]
+        return g.op(op_type, [x] + names, **attrs)
+    return build
+
+
+def chain(*builds):
+    def build(g, x):
+        for b in builds:
+            x = b(g, x)
+        return x
+    return build
+
+
+def concat_of_convs(g, x):
+    a = g.op("Conv", [x, g.const(weights(2, 3, 1, 1), np.float32)], kernel_shape=[1, 1])
+    b = g.op("Conv", [x, g.const(weights(5, 3, 3, 3), np.float32)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    return g.op("Concat", [a, b, x], axis=1)
+
+
+def squares_plus_one(g, x):
+    return g.op("Add", [g.op("Mul", [x, x]), g.const(1.0, np.float32)])
+
+
+CASES = {
+    # name: (build, input shape, VJP rules exercised)
+    "relu": (op("Relu"), (1, 3, 5, 7), {"Relu"}),
+    "identity": (op("Identity"), (2, 3), {"Identity"}),
+    "add": (op("Add", np.array([0.5, -1.0, 2.0], np.float32).reshape(1, 3, 1, 1)), (1, 3, 4, 5), {"Add"}),
+    "mul-self": (lambda g, x: g.op("Mul", [x, x]), (1, 2, 3, 5), {"Mul"}),
+    "div": (op("Div", np.float32([[1.5, 2.0, 4.0]])), (2, 3), {"Div"}),
+    "pow": (chain(squares_plus_one, op("Pow", np.array(-0.75, np.float32))), (1, 2, 3, 4), {"Pow", "Add", "Mul"}),
+    "reshape": (op("Reshape", np.array([0, -1])), (2, 3, 4, 5), {"Reshape"}),
+    "flatten": (op("Flatten", axis=1), (2, 3, 4, 5), {"Flatten"}),
+    "unsqueeze": (op("Unsqueeze", np.array([1])), (2, 3, 4), {"Unsqueeze"}),
+    "concat": (concat_of_convs, (1, 3, 6, 9), {"Concat", "Conv"}),
+    "pad": (op("Pad", np.array([0, 0, 1, 2, 0, 0, 3, 1]), np.array(0.0, np.float32)), (1, 2, 4, 5), {"Pad"}),
+    "slice": (op("Slice", np.array([1, 2]), np.array([4, 6]), np.array([2, 3])), (1, 2, 6, 9), {"Slice"}),
+    "softmax": (op("Softmax", axis=1), (2, 7), {"Softmax"}),
+    "gemm": (chain(op("Flatten", axis=1), op("Gemm", weights(4, 30), weights(4), transB=1)), (2, 3, 2, 5), {"Gemm"}),
+    "gemm-transposed": (op("Gemm", weights(6, 4), transB=0), (3, 6), {"Gemm"}),
+    "conv-same": (caffe(ref.conv_layer("c", "x", "y", weights(4, 3, 3, 3), weights(4), pad=1)), (1, 3, 7, 10), {"Conv"}),
+    "conv-stride2-pad3": (caffe(ref.conv_layer("c", "x", "y", weights(4, 3, 7, 7), weights(4), stride=2, pad=3)), (1, 3, 13, 18), {"Conv"}),
+    "conv-stride2-even": (caffe(ref.conv_layer("c", "x", "y", weights(2, 3, 3, 3), stride=2, pad=1)), (1, 3, 8, 12), {"Conv"}),
+    "conv-grouped": (caffe(ref.conv_layer("c", "x", "y", weights(6, 2, 3, 3), weights(6), pad=1, group=2)), (1, 4, 5, 6), {"Conv"}),
+    "conv-grouped-strided": (caffe(ref.conv_layer("c", "x", "y", weights(4, 2, 5, 5), stride=4, pad=2, group=2)), (1, 4, 11, 13), {"Conv"}),
+    "conv-dilated": (caffe(ref.conv_layer("c", "x", "y", weights(3, 2, 3, 3), pad=2, dilation=2)), (1, 2, 9, 8), {"Conv"}),
+    "conv-asymmetric-kernel": (caffe(type(ref.conv_layer("c", "x", "y", weights(2, 2, 1, 3)))(
+        "c", "Convolution", ("x",), ("y",),
+        dict(num_output=2, bias_term=False, kernel=(1, 3), stride=(1, 2), pad=(0, 1), dilation=(1, 1), group=1, axis=1),
+        (weights(2, 2, 1, 3),))), (1, 2, 5, 9), {"Conv"}),
+    "maxpool-k3s2-ceil-odd": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2)), (1, 2, 9, 12), {"MaxPool", "Pad"}),
+    "maxpool-k3s2-ceil-even": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2)), (1, 2, 10, 7), {"MaxPool", "Pad"}),
+    "maxpool-k3s1-pad1": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 1, 1)), (1, 2, 5, 6), {"MaxPool"}),
+    "maxpool-k3s2-pad1-clip": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2, 1)), (1, 2, 7, 8), {"MaxPool", "Pad"}),
+    "maxpool-k2s3-pad1": (caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 3, 1)), (1, 1, 4, 8), {"MaxPool", "Pad"}),
+    "avepool-k3s2-pad1": (caffe(ref.pool_layer("p", "x", "y", "AVE", 3, 2, 1)), (1, 2, 7, 10), {"AveragePool", "Pad", "Div"}),
+    "avepool-k5s3": (caffe(ref.pool_layer("p", "x", "y", "AVE", 5, 3)), (1, 2, 14, 13), {"AveragePool", "Pad", "Div"}),
+    "avepool-k7s1": (caffe(ref.pool_layer("p", "x", "y", "AVE", 7, 1)), (1, 2, 7, 9), {"AveragePool"}),
+    "avepool-k3s1-pad1": (caffe(ref.pool_layer("p", "x", "y", "AVE", 3, 1, 1)), (1, 2, 4, 5), {"AveragePool"}),
+    "lrn": (caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.5, beta=0.75, k=1.0)), (1, 7, 3, 4), {"LRN-composite"}),
+}
+
+
+def test_every_rule_has_a_case():
+    covered = set().union(*(rules for _, _, rules in CASES.values()))
+    assert set(VJP) <= covered
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vjp_matches_finite_differences(name):
+    build, shape, _ = CASES[name]
+    model = op_model(build)
+    x = RNG.standard_normal(shape)
+    assert check_vjp(model, x, np.random.default_rng(1)) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_onnxruntime_float32_agrees_with_float64(name):
+    build, shape, _ = CASES[name]
+    model = op_model(build)
+    x = RNG.standard_normal(shape)
+    y64, _ = run_reference(to_double(model), x)
+    seed = RNG.standard_normal(y64.shape)
+    y64, g64 = run_reference(to_double(model), x, seed)
+    y32, g32 = run_ort(model, x, seed)
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4 * np.abs(g64).max())
+
+
+def test_a_wrong_rule_is_rejected():
+    def relu_passes_everything(g, node, dys):
+        """dX = dY   (wrong: ignores the mask)"""
+        return [dys[0]]
+
+    wrong = dict(VJP, Relu=relu_passes_everything)
+    model = op_model(op("Relu"), rules=wrong)
+    assert check_vjp(model, RNG.standard_normal((1, 3, 5, 7)), np.random.default_rng(1)) > 1e-2
+
+
+def test_unknown_op_names_the_op_and_the_supported_ones():
+    with pytest.raises(UnsupportedLayerError, match=r"'Tanh'.*supported: .*Conv.*Relu"):
+        vjp_rule("Tanh")
+
+
+@pytest.mark.parametrize("kernel,stride,pad,shape", [(3, 2, 0, (1, 2, 9, 12)), (3, 1, 1, (1, 2, 6, 5)),
+                                                      (3, 2, 1, (1, 1, 7, 8)), (2, 2, 0, (1, 3, 6, 6))])
+def test_maxpool_ties_go_to_the_first_maximum_like_caffe(kernel, stride, pad, shape):
+    # Flat regions make exact ties; finite differences cannot judge them, Caffe's loops can.
+    x = RNG.integers(0, 3, size=shape).astype(np.float64)
+    layer = ref.pool_layer("p", "x", "y", "MAX", kernel, stride, pad)
+    model = op_model(caffe(layer))
+    y, argmax = ref.maxpool_forward(x, (kernel, kernel), (stride, stride), (pad, pad))
+    seed = RNG.standard_normal(y.shape)
+    expected = ref.maxpool_backward(seed, argmax, x.shape)
+    _, g64 = run_reference(to_double(model), x, seed)
+    np.testing.assert_allclose(g64, expected, atol=1e-12)
+    _, g32 = run_ort(model, x, seed)
+    np.testing.assert_allclose(g32, expected, atol=1e-5)
+
+
+def test_maxpool_constant_image_routes_each_window_to_its_top_left():
+    model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 1)))
+    _, g = run_ort(model, np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
+    expected = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 0]], np.float32)
+    np.testing.assert_array_equal(g[0, 0], expected)
