@@ -7,7 +7,7 @@ import onnx
 from onnx import shape_inference
 
 from .gradient import GRADIENT, SEED, differentiate, l2_nodes, split_nodes
-from .onnx_graph import FLOAT, make_model, prune
+from .onnx_graph import FLOAT, WeightsFile, make_model, prune
 
 KINDS = ("l2", "fwd", "bwd")
 
@@ -19,7 +19,9 @@ def _input(name, channels):
 def _tensor_types(nodes, weights, data, channels):
     """Element type of every tensor the nodes produce (by ONNX shape inference)."""
     outputs = sorted({o for node in nodes for o in node.output})
-    model = make_model(nodes, [_input(data, channels)], [(o, FLOAT, None) for o in outputs[:1]], weights)
+    # Inference needs weights' types and shapes, not their bytes: reference, don't copy.
+    model = make_model(nodes, [_input(data, channels)], [(o, FLOAT, None) for o in outputs[:1]], weights,
+                       external=WeightsFile())
     # Declaring every tensor an output lets inference report all their types.
     del model.graph.output[:]
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
@@ -29,17 +31,18 @@ def _tensor_types(nodes, weights, data, channels):
     return types
 
 
-def forward_model(forward_nodes, weights, data, channels, ends):
+def forward_model(forward_nodes, weights, data, channels, ends, external=None):
     """data -> the given blobs."""
     nodes = prune(forward_nodes, ends)
-    return make_model(nodes, [_input(data, channels)], [(e, FLOAT, None) for e in ends], weights)
+    return make_model(nodes, [_input(data, channels)], [(e, FLOAT, None) for e in ends], weights, external=external)
 
 
-def end_models(forward_nodes, weights, data, channels, end):
+def end_models(forward_nodes, weights, data, channels, end, external=None):
     """{"l2", "fwd", "bwd"} models for blob tensor `end` (see gradient.py), and the residual names."""
     gradient = differentiate(forward_nodes, weights, data, end)
     grad_out = [(GRADIENT, FLOAT, ["N", channels, "H", "W"])]
-    models = {"l2": make_model(l2_nodes(gradient), [_input(data, channels)], grad_out, weights, doc=f"d(0.5*||{end}||^2)/d{data}")}
+    models = {"l2": make_model(l2_nodes(gradient), [_input(data, channels)], grad_out, weights,
+                                   doc=f"d(0.5*||{end}||^2)/d{data}", external=external)}
 
     fwd, bwd, residuals = split_nodes(gradient)
     types = _tensor_types(fwd, weights, data, channels)
@@ -47,10 +50,10 @@ def end_models(forward_nodes, weights, data, channels, end):
     models["fwd"] = make_model(
         fwd, [_input(data, channels)],
         [(end, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in carried], weights,
-        doc=f"{end} and the tensors its gradient reads",
+        doc=f"{end} and the tensors its gradient reads", external=external,
     )
     bwd_inputs = [(SEED, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in residuals if r != data]
     if data in residuals:
         bwd_inputs.append(_input(data, channels))
-    models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights, doc=f"seed^T d{end}/d{data}")
+    models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights, doc=f"seed^T d{end}/d{data}", external=external)
     return models, carried

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .errors import CaffeFormatError, InputSizeError, UnsupportedLayerError
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -47,3 +49,239 @@ class Network:
     layers: List[Layer]
     blobs: Dict[str, str]
     source_sha1: Optional[str] = None
+
+
+# --- from Caffe's stored layers to the inference net ---------------------------------
+#
+# Structural layer types are resolved here rather than converted: they say where the
+# input comes from, alias blobs, or only matter for training.
+
+def _source(state, layer):
+    state.input = state.input or layer.tops[0]
+    for top in layer.tops:
+        state.current.setdefault(top, top)
+
+
+def _alias(state, layer):
+    """Split fans a blob out to renamed copies; Dropout is the identity at test time."""
+    for top in layer.tops:
+        state.current[top] = state.current[layer.bottoms[0]]
+        if layer.type == "Dropout" and top not in state.visible:
+            state.visible[top] = state.current[top]
+
+
+def _sink(state, layer):
+    state.losses.append(layer)
+
+
+STRUCTURAL = {
+    "Data": _source, "ImageData": _source, "MemoryData": _source, "HDF5Data": _source,
+    "DummyData": _source, "WindowData": _source, "Input": _source,
+    "Split": _alias, "Dropout": _alias,
+    "SoftmaxWithLoss": _sink, "Accuracy": _sink, "EuclideanLoss": _sink, "HingeLoss": _sink,
+    "InfogainLoss": _sink, "MultinomialLogisticLoss": _sink, "SigmoidCrossEntropyLoss": _sink,
+    "Silence": _sink,
+}
+
+
+class _State:
+    def __init__(self, inputs):
+        self.input = next(iter(inputs), None)
+        self.current = {}     # Caffe blob name -> SSA tensor holding it now
+        self.visible = {}     # user-visible blob name -> SSA tensor of its first writer
+        self.layers = []      # (CaffeLayer, SSA inputs, SSA outputs)
+        self.losses = []
+        self.written = {}     # blob name -> how often it has been written
+
+
+def build_network(caffenet, deploy=None):
+    """The inference Network of a CaffeNet (read from a .caffemodel).
+
+    With deploy (a CaffeNet read from a deploy .prototxt) the structure comes from the
+    prototxt and the weights from the caffemodel by layer name, as pycaffe does.
+    Without it, the net is rebuilt from the caffemodel alone: data layers give the input,
+    Split and Dropout are aliases, and only the layers feeding the main classifier (the
+    last loss layer's input, as in deploy.prototxt) are kept.
+    """
+    from .onnx_forward import LAYERS
+
+    structure = deploy if deploy is not None else caffenet
+    blobs_by_layer = {layer.name: layer.blobs for layer in caffenet.layers if layer.blobs}
+    state = _State(structure.inputs)
+    for layer in structure.layers:
+        if layer.type in STRUCTURAL:
+            STRUCTURAL[layer.type](state, layer)
+            continue
+        if state.input is None:
+            raise CaffeFormatError(f"layer {layer.name!r} comes before any input layer; this is not a network Caffe can run")
+        if state.input not in state.current:
+            state.current[state.input] = state.input
+        try:
+            inputs = tuple(state.current[b] for b in layer.bottoms)
+        except KeyError as err:
+            raise CaffeFormatError(f"layer {layer.name!r} reads blob {err.args[0]!r} that no earlier layer writes") from None
+        outputs = []
+        for top in layer.tops:
+            count = state.written.get(top, 0)
+            tensor = top if count == 0 else f"{top}#{count}"
+            state.written[top] = count + 1
+            state.current[top] = tensor
+            state.visible.setdefault(top, tensor)
+            outputs.append(tensor)
+        state.layers.append((layer, inputs, tuple(outputs)))
+
+    if state.input is None:
+        raise CaffeFormatError("the network has no input (no input field, Input or Data layer)")
+    targets = _main_outputs(state)
+    kept = _needed(state.layers, targets)
+    layers = []
+    for layer, inputs, outputs in kept:
+        if layer.type not in LAYERS:
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} has unsupported type {layer.type!r}; "
+                f"supported: {', '.join(sorted(LAYERS) + sorted(STRUCTURAL))}")
+        weights = _weights(layer, blobs_by_layer.get(layer.name, []))
+        params = dict(layer.params)
+        if layer.type == "InnerProduct":
+            # Kept so sizes can be checked without the weights (see propagate).
+            params["input_count"] = int(weights[0].shape[0 if params.get("transpose") else 1])
+        layers.append(Layer(layer.name, layer.type, inputs, outputs, params, weights))
+    if targets and state.losses and state.losses[-1].type == "SoftmaxWithLoss" and "prob" not in state.visible:
+        # deploy.prototxt turns the training loss into the classifier's softmax, named prob.
+        layers.append(Layer("prob", "Softmax", (targets[0],), ("prob",), {"axis": 1}))
+        state.visible["prob"] = "prob"
+    produced = {t for layer in layers for t in layer.outputs}
+    blobs = {name: tensor for name, tensor in state.visible.items() if tensor in produced}
+    channels = _input_channels(structure, state.input, layers)
+    return Network(caffenet.name or structure.name, state.input, channels, layers, blobs, caffenet.source_sha1)
+
+
+def _main_outputs(state):
+    """Tensors the inference net must compute: the main loss's input, else everything."""
+    if not state.losses:
+        return [t for _, _, outputs in state.layers for t in outputs]
+    main = state.losses[-1]
+    try:
+        return [state.current[main.bottoms[0]]]
+    except KeyError:
+        raise CaffeFormatError(f"loss layer {main.name!r} reads blob {main.bottoms[0]!r} that no layer writes") from None
+
+
+def _needed(layers, targets):
+    """The layers the targets depend on, in order."""
+    wanted, kept = set(targets), []
+    for layer, inputs, outputs in reversed(layers):
+        if wanted.intersection(outputs):
+            kept.append((layer, inputs, outputs))
+            wanted.update(inputs)
+    return kept[::-1]
+
+
+def _weights(layer, blobs):
+    """The layer's blobs reshaped to Caffe's canonical shapes (legacy 4-D dims allowed)."""
+    p = layer.params
+    if layer.type == "Convolution":
+        count = 2 if p["bias_term"] else 1
+        if len(blobs) < count:
+            raise CaffeFormatError(f"layer {layer.name!r} has no weights in the caffemodel; is it the right file?")
+        w = blobs[0]
+        if w.ndim != 4 or w.shape[0] != p["num_output"] or tuple(w.shape[2:]) != tuple(p["kernel"]):
+            raise CaffeFormatError(f"layer {layer.name!r}: weight shape {w.shape} does not match its parameters")
+        return (w,) + ((blobs[1].reshape(-1),) if p["bias_term"] else ())
+    if layer.type == "InnerProduct":
+        count = 2 if p["bias_term"] else 1
+        if len(blobs) < count:
+            raise CaffeFormatError(f"layer {layer.name!r} has no weights in the caffemodel; is it the right file?")
+        dims = [d for d in blobs[0].shape]
+        w = blobs[0].reshape(dims[-2], dims[-1]) if len(dims) >= 2 else blobs[0]
+        if p["num_output"] not in w.shape:
+            raise CaffeFormatError(f"layer {layer.name!r}: weight shape {blobs[0].shape} does not match num_output {p['num_output']}")
+        return (w,) + ((blobs[1].reshape(-1),) if p["bias_term"] else ())
+    return ()
+
+
+def _input_channels(structure, input_name, layers):
+    shape = structure.inputs.get(input_name)
+    for layer in structure.layers:
+        if layer.type == "Input" and layer.tops and layer.tops[0] == input_name and layer.params.get("shape"):
+            shape = layer.params["shape"][0]
+    if shape and len(shape) >= 2:
+        return int(shape[1])
+    for layer in layers:
+        if input_name in layer.inputs and layer.type == "Convolution":
+            return int(layer.weights[0].shape[1] * layer.params["group"])
+    raise CaffeFormatError("cannot tell the input's channel count (no input dims and no convolution reads it)")
+
+
+# --- sizes ----------------------------------------------------------------------------
+
+def _pool_size(size, kernel, stride, pad):
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def propagate(network, height, width, end=None):
+    """{tensor: (C, H, W)} for an input of height x width (InnerProduct outputs as (O, 1, 1)).
+
+    Raises InputSizeError naming the first layer that cannot take its input.  Stops after
+    the tensor `end` if given.
+    """
+    shapes = {network.input: (network.input_channels, height, width)}
+    for layer in network.layers:
+        c, h, w = shapes[layer.inputs[0]]
+        p = layer.params
+        if layer.type == "Convolution":
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p["kernel"], p["stride"], p["pad"], p["dilation"]
+            out = (p["num_output"], (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+            ok = h + 2 * ph >= dh * (kh - 1) + 1 and w + 2 * pw >= dw * (kw - 1) + 1
+        elif layer.type == "Pooling":
+            if p.get("global_pooling"):
+                out, ok = (c, 1, 1), True
+            else:
+                (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["pad"]
+                ok = h + 2 * ph >= kh and w + 2 * pw >= kw
+                out = (c, _pool_size(h, kh, sh, ph), _pool_size(w, kw, sw, pw)) if ok else None
+        elif layer.type == "Concat":
+            parts = [shapes[t] for t in layer.inputs]
+            ok = all(part[1:] == (h, w) for part in parts)
+            out = (sum(part[0] for part in parts), h, w)
+        elif layer.type == "InnerProduct":
+            ok = c * h * w == p["input_count"]
+            out = (p["num_output"], 1, 1)
+        else:
+            ok, out = True, (c, h, w)
+        if not ok or min(out[1:]) < 1:
+            raise InputSizeError(
+                f"a {height}x{width} input gives layer {layer.name!r} a {h}x{w} input, which it cannot take")
+        for t in layer.outputs:
+            shapes[t] = out
+        if end is not None and end in layer.outputs:
+            break
+    return shapes
+
+
+def blob_geometry(network, tensor, limit=1024):
+    """(channels, stride, (min_height, min_width)) of a tensor: the smallest square input that reaches it."""
+    for size in range(1, limit + 1):
+        try:
+            shapes = propagate(network, size, size, end=tensor)
+        except InputSizeError:
+            continue
+        return shapes[tensor][0], _stride_product(network, tensor), (size, size)
+    raise InputSizeError(f"no input up to {limit}x{limit} reaches blob {tensor!r}")
+
+
+def _stride_product(network, tensor):
+    """Input pixels per step of the tensor's grid: the product of strides on the way."""
+    stride = {network.input: 1}
+    for layer in network.layers:
+        s = max(stride.get(t, 1) for t in layer.inputs)
+        if layer.type in ("Convolution", "Pooling") and not layer.params.get("global_pooling"):
+            s *= layer.params["stride"][0]
+        for t in layer.outputs:
+            stride[t] = s
+        if tensor in layer.outputs:
+            break
+    return stride[tensor]

@@ -67,14 +67,19 @@ class GraphBuilder:
         return self.op("Shape", [tensor], **attrs)
 
 
-def make_model(nodes, inputs, outputs, weights, doc=""):
-    """A ModelProto with inline initializers for every weight the nodes read.
+def make_model(nodes, inputs, outputs, weights, doc="", external=None):
+    """A ModelProto holding every weight the nodes read.
 
     inputs and outputs are lists of (name, elem_type, shape) with shape entries as
-    ints or dimension names.
+    ints or dimension names.  With `external` (a WeightsFile), large weights are
+    references into that shared file instead of inline copies.
     """
     used = {name for node in nodes for name in node.input}
-    initializers = [numpy_helper.from_array(weights[name], name) for name in sorted(used) if name in weights]
+    initializers = [
+        external.reference(name, weights[name]) if external is not None and weights[name].nbytes >= INLINE_BYTES
+        else numpy_helper.from_array(weights[name], name)
+        for name in sorted(used) if name in weights
+    ]
     graph = helper.make_graph(
         nodes,
         "deepdream",
@@ -86,6 +91,38 @@ def make_model(nodes, inputs, outputs, weights, doc=""):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepdream-onnx")
     model.ir_version = IR_VERSION
     return model
+
+
+INLINE_BYTES = 1024
+
+
+class WeightsFile:
+    """Lays out weights in one file that many models reference (ONNX external data)."""
+
+    def __init__(self, location="weights.bin"):
+        self.location = location
+        self.entries = {}      # name -> (offset, array)
+        self.size = 0
+
+    def reference(self, name, array):
+        if name not in self.entries:
+            # Page-aligned large tensors let onnxruntime map them instead of copying.
+            align = 4096 if array.nbytes >= 65536 else 64
+            self.size = -(-self.size // align) * align
+            self.entries[name] = (self.size, array)
+            self.size += array.nbytes
+        offset, _ = self.entries[name]
+        tensor = onnx.TensorProto(name=name, dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", offset), ("length", array.nbytes)):
+            tensor.external_data.add(key=key, value=str(value))
+        return tensor
+
+    def write(self, path):
+        with open(path, "wb") as f:
+            for offset, array in self.entries.values():
+                f.write(b"\0" * (offset - f.tell()))
+                f.write(np.ascontiguousarray(array).tobytes())
 
 
 def prune(nodes, outputs):

@@ -1,0 +1,125 @@
+"""convert(): a Caffe model to a directory of ONNX models with gradient graphs.
+
+The directory holds, for every blob, three small graphs (see gradient.py) that all
+reference one weights file, a full forward model, and manifest.json.  It is written
+to a temporary sibling directory and renamed into place, so an interrupted or failed
+conversion leaves nothing half-written, and a previous conversion is replaced whole.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from . import __version__
+from .caffe_reader import read_caffemodel, read_prototxt
+from .errors import DeepDreamError
+from .export import KINDS, end_models, forward_model
+from .network import blob_geometry, build_network
+from .onnx_forward import build_forward
+from .onnx_graph import OPSET, WeightsFile
+from .paths import MANIFEST
+
+FORMAT = 1
+MEAN_BGR = (104.0, 116.0, 122.0)
+
+
+def file_stem(blob):
+    """A file name for a blob name (Caffe names contain '/')."""
+    return blob.replace("/", "__")
+
+
+def convert(caffemodel, out_dir, prototxt=None, progress=None):
+    """Convert `caffemodel` (optionally structured by a deploy `prototxt`) into out_dir.
+
+    progress, if given, is called as progress(done, total, blob) after each blob.
+    Returns out_dir as a Path.
+    """
+    caffemodel, out_dir = Path(caffemodel), Path(out_dir)
+    _check_destination(out_dir, [caffemodel] + ([Path(prototxt)] if prototxt else []))
+    caffenet = read_caffemodel(caffemodel)
+    deploy = read_prototxt(prototxt) if prototxt else None
+    network = build_network(caffenet, deploy)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        _write(network, staging, progress)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _check_destination(out_dir, inputs):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepDreamError(f"{out_dir} exists and is not a directory; choose a new output directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+        raise DeepDreamError(
+            f"{out_dir} is not empty and holds no converted model; choose an empty or new output directory")
+    resolved = out_dir.resolve()
+    for path in inputs:
+        if resolved in Path(path).resolve().parents:
+            raise DeepDreamError(f"{path} is inside the output directory {out_dir}; choose another output directory")
+
+
+def _write(network, staging, progress):
+    g = build_forward(network)
+    weights_file = WeightsFile("weights.bin")
+    blobs = []
+    names = list(network.blobs)
+    for done, blob in enumerate(names, 1):
+        tensor = network.blobs[blob]
+        models, carried = end_models(g.nodes, g.weights, network.input, network.input_channels, tensor,
+                                     external=weights_file)
+        files = {}
+        for kind in KINDS:
+            files[kind] = f"{file_stem(blob)}.{kind}.onnx"
+            onnx.save_model(models[kind], staging / files[kind])
+        channels, stride, min_size = blob_geometry(network, tensor)
+        blobs.append({"name": blob, "tensor": tensor, "channels": channels, "stride": stride,
+                      "min_size": list(min_size), "models": files, "residuals": carried})
+        if progress:
+            progress(done, len(names), blob)
+    last = network.blobs[names[-1]]
+    onnx.save_model(forward_model(g.nodes, g.weights, network.input, network.input_channels, [last],
+                                  external=weights_file), staging / "forward.onnx")
+    weights_file.write(staging / weights_file.location)
+    manifest = {
+        "format": FORMAT,
+        "generator": f"deepdream-onnx {__version__}",
+        "name": network.name,
+        "source_sha1": network.source_sha1,
+        "opset": OPSET,
+        "input": network.input,
+        "input_channels": network.input_channels,
+        "mean_bgr": list(MEAN_BGR),
+        "forward": "forward.onnx",
+        "weights": weights_file.location,
+        "blobs": blobs,
+        "layers": [_layer_geometry(layer) for layer in network.layers],
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def _layer_geometry(layer):
+    """What propagate() needs of a layer: no weights."""
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.params.items()}
+    return {"name": layer.name, "type": layer.type, "inputs": list(layer.inputs),
+            "outputs": list(layer.outputs), "params": params}
+
+
+def _replace_dir(staging, out_dir):
+    """Rename staging to out_dir, replacing an earlier conversion there."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
