@@ -26,15 +26,20 @@ def _tensor_types(nodes, weights, data, channels):
     del model.graph.output[:]
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
     inferred = shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
-    types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.output if vi.type.tensor_type.elem_type})
+    types = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = vi.type.tensor_type
+        if tensor_type.elem_type:
+            dims = [d.dim_value if d.HasField("dim_value") else f"{vi.name}:{k}" for k, d in enumerate(tensor_type.shape.dim)]
+            types[vi.name] = (tensor_type.elem_type, dims)
     return types
 
 
 def forward_model(forward_nodes, weights, data, channels, ends, external=None):
     """data -> the given blobs."""
     nodes = prune(forward_nodes, ends)
-    return make_model(nodes, [_input(data, channels)], [(e, FLOAT, None) for e in ends], weights, external=external)
+    types = _tensor_types(nodes, weights, data, channels)
+    return make_model(nodes, [_input(data, channels)], [(e,) + types[e] for e in ends], weights, external=external)
 
 
 def end_models(forward_nodes, weights, data, channels, end, external=None):
@@ -49,10 +54,10 @@ def end_models(forward_nodes, weights, data, channels, end, external=None):
     carried = [r for r in residuals if r not in (data, end)]
     models["fwd"] = make_model(
         fwd, [_input(data, channels)],
-        [(end, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in carried], weights,
+        [(end,) + types[end]] + [(r,) + types[r] for r in carried], weights,
         doc=f"{end} and the tensors its gradient reads", external=external,
     )
-    bwd_inputs = [(SEED, FLOAT, None)] + [(r, types.get(r, FLOAT), None) for r in residuals if r != data]
+    bwd_inputs = [(SEED,) + types[end]] + [(r,) + types[r] for r in residuals if r != data]
     if data in residuals:
         bwd_inputs.append(_input(data, channels))
     models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights, doc=f"seed^T d{end}/d{data}", external=external)

@@ -227,8 +227,8 @@ def blob_shapes(spec):
             out = (sum(s[0] for s in parts),) + parts[0][1:]
         elif layer.type == "InnerProduct":
             out = (p["num_output"],)
-        elif layer.type in ("ReLU", "LRN", "Dropout", "Softmax"):
-            out = src
+        elif layer.type in ("ReLU", "LRN", "Dropout", "Softmax") or layer.type not in PARAM_FIELD:
+            out = src  # elementwise (also layer types the converter rejects, like TanH)
         else:
             out = ()
         for top in layer.top:

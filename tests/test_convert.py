@@ -1,0 +1,149 @@
+"""convert(): formats, structure sources, the written directory, and bad input."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+import caffe_builder
+import deepdream_onnx
+from deepdream_onnx.download import sha1_of
+from deepdream_onnx.errors import CaffeFormatError, DeepDreamError, UnsupportedLayerError
+from deepdream_onnx.onnx_forward import LAYERS
+from deepdream_onnx.onnx_graph import IR_VERSION
+from deepdream_onnx.runtime import select_device
+
+END = "mix/output"
+
+
+def converted(tmp_path, name, fmt="v1", snapshot="train", prototxt=False, spec=None):
+    spec = spec or caffe_builder.tiny_spec()
+    model = tmp_path / f"{name}.caffemodel"
+    caffe_builder.write_caffemodel(model, spec, fmt=fmt, snapshot=snapshot, seed=0)
+    deploy = None
+    if prototxt:
+        deploy = tmp_path / f"{name}.prototxt"
+        caffe_builder.write_prototxt(deploy, spec)
+    return deepdream_onnx.convert(model, tmp_path / f"{name}-onnx", prototxt=deploy)
+
+
+def gradient(model_dir, x):
+    return deepdream_onnx.load(model_dir, device="cpu").gradient(x, END)
+
+
+def test_all_formats_and_structure_sources_give_the_same_net(tiny_model_dir, tmp_path):
+    x = np.random.default_rng(0).standard_normal((1, 3, 19, 23)).astype(np.float32) * 50
+    expected = gradient(tiny_model_dir, x)
+    reference = deepdream_onnx.load(tiny_model_dir, device="cpu")
+    for name, kwargs in [("v2-train", dict(fmt="v2")), ("v1-deploy", dict(snapshot="deploy")),
+                         ("v2-deploy", dict(fmt="v2", snapshot="deploy")),
+                         ("v1-train-with-prototxt", dict(prototxt=True))]:
+        net = deepdream_onnx.load(converted(tmp_path, name, **kwargs), device="cpu")
+        assert net.blobs == reference.blobs, name
+        np.testing.assert_array_equal(net.gradient(x, END), expected, err_msg=name)
+
+
+def test_manifest_and_models(tiny_caffemodel, tiny_model_dir):
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert manifest["source_sha1"] == sha1_of(tiny_caffemodel)
+    assert [b["name"] for b in manifest["blobs"]][:3] == ["conv1", "pool1", "norm1"]
+    assert {b["name"]: b["channels"] for b in manifest["blobs"]}[END] == 4 + 6 + 8
+    for blob in manifest["blobs"]:
+        for kind, file in blob["models"].items():
+            model = onnx.load(tiny_model_dir / file)
+            onnx.checker.check_model(model)
+            assert model.ir_version == IR_VERSION
+            assert {node.domain for node in model.graph.node} <= {""}, "standard ONNX ops only"
+            if kind == "l2":
+                assert [i.name for i in model.graph.input] == ["data"]
+
+
+def test_reconverting_replaces_the_directory_whole(tiny_caffemodel, tmp_path):
+    out = tmp_path / "model"
+    deepdream_onnx.convert(tiny_caffemodel, out)
+    (out / "stale.onnx").write_text("left from an older conversion")
+    deepdream_onnx.convert(tiny_caffemodel, out)
+    assert not (out / "stale.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_refuses_a_directory_that_is_not_a_model(tiny_caffemodel, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(DeepDreamError, match="not empty and holds no converted model"):
+        deepdream_onnx.convert(tiny_caffemodel, out)
+    assert (out / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_refuses_to_write_over_its_input(tmp_path):
+    model = tmp_path / "model" / "net.caffemodel"
+    model.parent.mkdir()
+    caffe_builder.write_caffemodel(model, caffe_builder.tiny_spec())
+    (model.parent / "manifest.json").write_text("{}")
+    with pytest.raises(DeepDreamError, match="inside the output directory"):
+        deepdream_onnx.convert(model, tmp_path / "model")
+    assert model.exists()
+
+
+def test_truncated_caffemodel_leaves_nothing(tiny_caffemodel, tmp_path):
+    cut = tmp_path / "cut.caffemodel"
+    data = tiny_caffemodel.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CaffeFormatError) as err:
+        deepdream_onnx.convert(cut, tmp_path / "out")
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.caffemodel"]
+
+
+def test_not_a_caffemodel(tmp_path):
+    jpeg = tmp_path / "photo.jpg"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(2000))
+    with pytest.raises(CaffeFormatError, match="photo.jpg"):
+        deepdream_onnx.convert(jpeg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_layer_is_named_and_nothing_is_written(tmp_path):
+    spec = caffe_builder.tiny_spec()
+    at = [layer.name for layer in spec.layers].index("mix/output") + 1
+    spec.layers.insert(at, caffe_builder.LayerSpec("mix/squash", "TanH", ["mix/output"], ["mix/output"]))
+    model = tmp_path / "tanh.caffemodel"
+    caffe_builder.write_caffemodel(model, spec, fmt="v2")
+    with pytest.raises(UnsupportedLayerError, match=r"'mix/squash' has unsupported type 'TanH'; supported: .*Convolution"):
+        deepdream_onnx.convert(model, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tanh.caffemodel"]
+
+
+def test_supported_layers_come_from_the_registry():
+    assert {"Convolution", "ReLU", "Pooling", "LRN", "Concat", "InnerProduct", "Softmax"} == set(LAYERS)
+
+
+def test_device_selection_without_pretending_to_run_cuda():
+    cpu_only = ["CPUExecutionProvider"]
+    gpu_build = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert select_device("auto", cpu_only, cuda_probe=lambda: True) == ("cpu", cpu_only)
+    assert select_device("auto", gpu_build, cuda_probe=lambda: False) == ("cpu", cpu_only)
+    assert select_device("auto", gpu_build, cuda_probe=lambda: True) == ("cuda", gpu_build)
+    assert select_device("cpu", gpu_build, cuda_probe=lambda: True) == ("cpu", cpu_only)
+    with pytest.raises(DeepDreamError, match="no usable CUDA GPU"):
+        select_device("cuda", gpu_build, cuda_probe=lambda: False)
+    with pytest.raises(DeepDreamError, match="install onnxruntime-gpu"):
+        select_device("cuda", cpu_only)
+    with pytest.raises(DeepDreamError, match="unknown device 'tpu'"):
+        select_device("tpu")
+
+
+def test_this_machine_has_no_cuda_and_auto_picks_cpu(tiny_model_dir):
+    # No GPU here: the quiet probe must say so, so auto never asks onnxruntime for CUDA.
+    assert deepdream_onnx.load(tiny_model_dir, device="auto").device == "cpu"
+
+
+def test_load_a_caffemodel_directly_converts_once_into_the_cache(tiny_caffemodel, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPDREAM_ONNX_CACHE", str(tmp_path / "cache"))
+    net = deepdream_onnx.load(tiny_caffemodel, device="cpu")
+    assert net.model_dir.parent == tmp_path / "cache" / "models"
+    again = deepdream_onnx.load(tiny_caffemodel, device="cpu")
+    assert again.model_dir == net.model_dir
