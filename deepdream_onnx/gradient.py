@@ -47,12 +47,13 @@ def differentiate(forward_nodes, weights, wrt, end, rules=VJP):
     active = _active_tensors(nodes, wrt)
     if end not in active:
         raise DeepDreamError(f"blob {end!r} does not depend on {wrt!r}; nothing to differentiate")
-    g = GraphBuilder(weights, prefix=f"{end}/grad/")
+    g = GraphBuilder(weights)
     cotangents = {end: [SEED]}
     for node in reversed(nodes):
         dys = [_total(g, cotangents[o]) if o in cotangents else None for o in node.output]
         if all(dy is None for dy in dys) or not any(name in active for name in node.input):
             continue
+        g.prefix = f"{node.output[0]}/grad/"
         dxs = vjp_rule(node.op_type, rules)(g, node, dys)
         for name, dx in zip(node.input, dxs):
             if dx is not None and name in active:

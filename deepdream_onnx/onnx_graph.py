@@ -42,7 +42,8 @@ class GraphBuilder:
         """Append one node; returns its output name (or the list when n_out > 1)."""
         if outputs is None:
             outputs = [self.fresh(op_type) for _ in range(n_out)]
-        node = helper.make_node(op_type, list(inputs), list(outputs), **attrs)
+        # Named after the first output, so profiles say which layer's gradient a node serves.
+        node = helper.make_node(op_type, list(inputs), list(outputs), name=outputs[0], **attrs)
         self.nodes.append(node)
         return outputs[0] if len(outputs) == 1 else list(outputs)
 

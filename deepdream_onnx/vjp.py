@@ -18,7 +18,7 @@ VJP = {}
 
 # Ops whose outputs carry no gradient (shapes, comparisons): the gradient builder
 # does not differentiate through them.
-NON_DIFFERENTIABLE = {"Shape", "Equal", "Greater", "Sign", "Cast", "ConstantOfShape", "Size"}
+NON_DIFFERENTIABLE = {"Shape", "Equal", "Greater", "Sign", "Cast", "ConstantOfShape", "Size", "And", "Or", "Not"}
 
 
 def vjp_rule(op_type, rules=None):
@@ -182,7 +182,7 @@ VJP["Slice"] = slice_vjp
 
 
 def conv_vjp(g, node, dys):
-    """dX = conv(dilate(dY, s), flip(W)^T, pad d(k-1)-p): the transposed convolution, as a Conv"""
+    """dX = conv_transpose(dY, W) = conv(spread(dY, s), flip(W)^T, pad d(k-1)-p)"""
     x, w = node.input[:2]
     a = attributes(node)
     weight = g.weights[w]
@@ -195,21 +195,49 @@ def conv_vjp(g, node, dys):
     back = [reach[0] - pads[0], reach[1] - pads[1], reach[0] - pads[2], reach[1] - pads[3]]
     if min(back) < 0:
         raise UnsupportedLayerError("Conv gradient needs pad <= dilation*(kernel-1)")
-    # Spreading dY stride apart and correlating with the flipped kernel is exactly the
-    # adjoint, and plain Conv runs several times faster than ConvTranspose on the CPU.
-    spread = _dilate(g, dys[0], strides, _window_span(g, node.output[0], strides, [1, 1]))
+    # The adjoint of a correlation is a correlation with the flipped, transposed kernel; as a
+    # plain Conv it runs several times faster than ConvTranspose on the CPU.
     transposed = g.const(_flip_transpose(weight, group), np.float32, name=f"{w}:vjp")
+    none = [None] * (len(node.input) - 1)
     if strides == [1, 1]:
-        dx = g.op("Conv", [spread, transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])
-        return [dx] + [None] * (len(node.input) - 1)
-    # Strided: correlate over the full reach, then fit to X: the last window may end
-    # past X (into the padding) or, in floor mode, short of it (those rows get zero).
-    full = back[:2] + reach
-    dx = g.op("Conv", [spread, transposed], pads=full, dilations=dilations, group=group, kernel_shape=[kh, kw])
+        return [g.op("Conv", [dys[0], transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])] + none
+    if strides[0] == strides[1] and dilations == [1, 1]:
+        return [_strided_conv_vjp(g, node, dys[0], weight, group, strides[0], pads)] + none
+    # Any other stride: correlate the zero-spread dY over the full reach, then fit to X.
+    spread = _dilate(g, dys[0], strides, _window_span(g, node.output[0], strides, [1, 1]))
+    dx = g.op("Conv", [spread, transposed], pads=back[:2] + reach, dilations=dilations, group=group, kernel_shape=[kh, kw])
     size = _spatial(g, x)
     dx = g.op("Slice", [dx, g.const([0, 0]), size, g.const([2, 3])])
-    dx = _pad_hw(g, dx, g.const([0, 0]), g.op("Sub", [size, _spatial(g, dx)]))
-    return [dx] + [None] * (len(node.input) - 1)
+    return [_pad_hw(g, dx, g.const([0, 0]), g.op("Sub", [size, _spatial(g, dx)]))] + none
+
+
+def _strided_conv_vjp(g, node, dy, weight, group, s, pads):
+    """dXp[s*u + a] = sum_m W[s*m + a] dY[u - m]: one stride-1 Conv per phase a, stacked, then DepthToSpace.
+
+    The polyphase form of the transposed convolution does no multiplications by the
+    zeros a stride-spread dY would hold.
+    """
+    x = node.input[0]
+    o, cg, kh, kw = weight.shape
+    mh, mw = -(-kh // s), -(-kw // s)
+    kernels = g.const(_phase_kernels(weight, group, s), np.float32, name=f"{node.input[1]}:vjp{s}")
+    phases = g.op("Conv", [dy, kernels], pads=[mh - 1, mw - 1, mh - 1, mw - 1], group=group, kernel_shape=[mh, mw])
+    dxp = g.op("DepthToSpace", [phases], blocksize=s, mode="CRD")
+    size = _spatial(g, x)
+    dx = _crop_hw(g, dxp, g.const(pads[:2]), size)
+    return _pad_hw(g, dx, g.const([0, 0]), g.op("Sub", [size, _spatial(g, dx)]))
+
+
+def _phase_kernels(weight, group, s):
+    """(C*s*s, O/g, mh, mw): for input channel c and phase (a, b), taps W[o, c, s*m + a, s*n + b], flipped."""
+    o, cg, kh, kw = weight.shape
+    mh, mw = -(-kh // s), -(-kw // s)
+    wt = weight.reshape(group, o // group, cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(group * cg, o // group, kh, kw)
+    padded = np.zeros((group * cg, o // group, mh * s, mw * s), np.float32)
+    padded[:, :, :kh, :kw] = wt
+    # [c, o, m, a, n, b] -> [c, a, b, o, m, n], m and n reversed for correlation.
+    taps = padded.reshape(group * cg, o // group, mh, s, mw, s).transpose(0, 3, 5, 1, 2, 4)[..., ::-1, ::-1]
+    return np.ascontiguousarray(taps.reshape(group * cg * s * s, o // group, mh, mw))
 
 
 VJP["Conv"] = conv_vjp
@@ -262,21 +290,57 @@ def maxpool_vjp(g, node, dys):
     x, y = node.input[0], node.output[0]
     xp = _pad_hw(g, x, g.const(pads[:2]), g.const(pads[2:]), value=-np.inf) if any(pads) else x
     span = _window_span(g, y, strides, [1, 1])
-    size_p = _spatial(g, xp)
-    one = g.const(1.0, np.float32)
-    taken, dxp = None, None
+    taken, routed = None, {}
     for i in range(kh):
         for j in range(kw):
             offset = g.const([i, j])
             window = g.op("Slice", [xp, offset, g.op("Add", [offset, span]), g.const([2, 3]), g.const(strides)])
-            hit = g.op("Cast", [g.op("Equal", [window, y])], to=FLOAT)
-            first = hit if taken is None else g.op("Mul", [hit, g.op("Sub", [one, taken])])
-            taken = first if taken is None else g.op("Add", [taken, first])
-            placed = _dilate(g, g.op("Mul", [dys[0], first]), strides, span)
-            part = _pad_hw(g, placed, offset, g.op("Sub", [g.op("Sub", [size_p, offset]), span]))
-            dxp = part if dxp is None else g.op("Add", [dxp, part])
+            hit = g.op("Equal", [window, y])
+            first = hit if taken is None else g.op("And", [hit, g.op("Not", [taken])])
+            taken = hit if taken is None else g.op("Or", [taken, hit])
+            routed[i, j] = g.op("Mul", [dys[0], g.op("Cast", [first], to=FLOAT)])
+    dxp = _scatter_windows(g, routed, (kh, kw), strides, _spatial(g, xp))
     dx = _crop_hw(g, dxp, g.const(pads[:2]), _spatial(g, x)) if any(pads) else dxp
     return [dx]
+
+
+def _scatter_windows(g, routed, kernel, strides, size):
+    """Sum routed[i, j] (one value per window o) into input cell o*s + (i, j), an input of `size`.
+
+    Cells are grouped by phase (i mod s, j mod s): within a phase, window offsets are whole
+    grid steps, so each is a static Pad on the window grid; the phases then interleave
+    into the input grid with one DepthToSpace instead of a zero-spread tensor per offset.
+    """
+    (kh, kw), (sh, sw) = kernel, strides
+    if sh != sw or kh < sh or kw < sw:
+        return _scatter_windows_spread(g, routed, strides, size)
+    s = sh
+    reach_h, reach_w = -(-kh // s) - 1, -(-kw // s) - 1
+    phases = []
+    for a in range(s):
+        for b in range(s):
+            shifted = [
+                g.op("Pad", [t, g.const([0, 0, i // s, j // s, 0, 0, reach_h - i // s, reach_w - j // s])])
+                if (reach_h, reach_w) != (0, 0) else t
+                for (i, j), t in routed.items() if (i % s, j % s) == (a, b)
+            ]
+            phases.append(shifted[0] if len(shifted) == 1 else g.op("Sum", shifted))
+    grid = phases[0] if s == 1 else g.op("DepthToSpace", [g.op("Concat", phases, axis=1)], blocksize=s, mode="DCR")
+    # The grid reaches at least as far as the last window; rows past `size` are dropped and
+    # rows no window reached (floor mode) get zero.
+    grid = g.op("Slice", [grid, g.const([0, 0]), size, g.const([2, 3])])
+    return _pad_hw(g, grid, g.const([0, 0]), g.op("Sub", [size, _spatial(g, grid)]))
+
+
+def _scatter_windows_spread(g, routed, strides, size):
+    """_scatter_windows for any stride: spread each offset's values stride apart, then pad into place."""
+    parts = []
+    for (i, j), t in routed.items():
+        span = g.op("Add", [g.op("Mul", [g.op("Sub", [_spatial(g, t), g.const([1, 1])]), g.const(list(strides))]),
+                            g.const([1, 1])])
+        offset = g.const([i, j])
+        parts.append(_pad_hw(g, _dilate(g, t, strides, span), offset, g.op("Sub", [g.op("Sub", [size, offset]), span])))
+    return parts[0] if len(parts) == 1 else g.op("Sum", parts)
 
 
 VJP["MaxPool"] = maxpool_vjp
