@@ -1,0 +1,234 @@
+"""The DeepDream recipe of Google's 2015 notebook (dream.ipynb), in NumPy and SciPy.
+
+Names follow the notebook: net, end, octave, detail, objective, src, dst.  Where pycaffe
+kept state in the net (src.data, dst.diff), here it is passed explicitly: src is the
+float32 3 x H x W input (BGR, mean subtracted), dst the end blob's activations C x h x w,
+and an objective maps dst to the seed of the backward pass (the notebook's dst.diff).
+The net is a deepdream_onnx runtime Net: net.gradient / net.vjp stand in for pycaffe's
+forward(end=...) + backward(start=...).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as nd
+
+from . import images
+from .errors import DeepDreamError, InputSizeError
+
+MEAN = np.float32([104.0, 116.0, 122.0])  # BGR, the notebook's net.transformer.mean['data']
+_BIAS = MEAN[:, np.newaxis, np.newaxis]
+
+
+def preprocess(img):
+    """H x W x 3 RGB (uint8 or float) -> float32 3 x H x W BGR, mean subtracted."""
+    return np.float32(np.rollaxis(np.asarray(img), 2)[::-1]) - _BIAS
+
+
+def deprocess(src):
+    """float32 3 x H x W BGR, mean subtracted -> float32 H x W x 3 RGB (not clipped)."""
+    return np.dstack((src + _BIAS)[::-1])
+
+
+def objective_L2(dst):
+    """The notebook's default: maximize 0.5 ||dst||^2, whose gradient seed is dst itself."""
+    return dst
+
+
+def objective_guide(guide_features):
+    """The notebook's guided objective: match each position of dst to the guide feature
+    (a column of guide_features, C x h' x w') with the largest dot product."""
+    y = guide_features.reshape(guide_features.shape[0], -1)
+
+    def objective(dst):
+        ch = dst.shape[0]
+        x = dst.reshape(ch, -1)
+        A = x.T.dot(y)
+        return y[:, A.argmax(1)].reshape(dst.shape)
+
+    return objective
+
+
+def guide_features(net, guide_img, end="inception_4c/output"):
+    """The end blob's activations (C x h x w) for guide_img (H x W x 3 RGB)."""
+    end = net.resolve(end)
+    net.check_input_size(end, *np.shape(guide_img)[:2])
+    return net.forward(preprocess(guide_img)[np.newaxis], end)[0].copy()
+
+
+def make_step(net, src, step_size=1.5, end="inception_4c/output", jitter=32, clip=True,
+              objective=None, rng=None):
+    """One gradient-ascent step on src (float32 3 x H x W), in place; returns src.
+
+    objective None is objective_L2 through net.gradient; any other objective gets dst
+    from net.vjp and its seed is pulled back without a second forward pass.
+    rng is a numpy RandomState; None uses the global np.random, as the notebook does.
+    """
+    rng = np.random if rng is None else rng
+    ox, oy = rng.randint(-jitter, jitter + 1, 2)
+    # jitter: a random shift per step, so the ascent does not lock onto the pixel grid
+    src[:] = np.roll(np.roll(src, ox, -1), oy, -2)
+
+    if objective is None:
+        g = net.gradient(src[np.newaxis], end)[0]
+    else:
+        dst, pullback = net.vjp(src[np.newaxis], end)
+        g = pullback(objective(dst[0])[np.newaxis])[0]
+
+    # Normalized, so step_size is the mean change per pixel whatever the layer's scale;
+    # a dead layer (all-zero gradient) is skipped, since dividing by 0 would fill src with NaN.
+    g_mean = np.abs(g).mean()
+    if g_mean > 0:
+        src += step_size / g_mean * g
+
+    src[:] = np.roll(np.roll(src, -ox, -1), -oy, -2)
+    if clip:
+        src[:] = np.clip(src, -_BIAS, 255 - _BIAS)
+    return src
+
+
+def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="inception_4c/output",
+              clip=True, step_size=1.5, jitter=32, objective=None, rng=None, progress=None):
+    """The notebook's deepdream: H x W x 3 RGB in, float32 H x W x 3 RGB out.
+
+    The result is deprocessed but neither clipped nor rounded; with clip=False it can
+    leave 0..255, and the notebook rescales only what it displays (see display_image).
+    progress: None, a callable(octave, i, octave_n, iter_n) called after each step, or
+    an object with update(n, status=...) such as progress.Progress.
+    """
+    end = check_dream_size(net, end, *np.shape(base_img)[:2], octave_n, octave_scale)
+    octaves = [preprocess(base_img)]
+    for i in range(octave_n - 1):
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
+
+    # detail: what the network added so far, carried up to the next (larger) octave
+    detail = np.zeros_like(octaves[-1])
+    for octave, octave_base in enumerate(octaves[::-1]):
+        h, w = octave_base.shape[-2:]
+        if octave > 0:
+            h1, w1 = detail.shape[-2:]
+            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
+        src = octave_base + detail
+        for i in range(iter_n):
+            make_step(net, src, step_size=step_size, end=end, jitter=jitter, clip=clip,
+                      objective=objective, rng=rng)
+            _report(progress, octave, i, octave_n, iter_n)
+        detail = src - octave_base
+    return deprocess(src)
+
+
+def octave_sizes(h, w, octave_n=4, octave_scale=1.4):
+    """(h, w) of each octave, largest first, exactly as scipy.ndimage.zoom rounds them."""
+    sizes = [(h, w)]
+    for _ in range(octave_n - 1):
+        h, w = (int(round(n * (1.0 / octave_scale))) for n in (h, w))
+        sizes.append((h, w))
+    return sizes
+
+
+def check_dream_size(net, end, h, w, octave_n=4, octave_scale=1.4):
+    """Resolve end and check that the smallest octave still fits it; returns the blob name.
+
+    Raises UnknownBlobError or InputSizeError (one line) before any work is done.
+    """
+    end = net.resolve(end)
+    if octave_n < 1:
+        raise DeepDreamError(f"octave_n must be at least 1, not {octave_n}")
+    if octave_n > 1 and not octave_scale > 1:
+        raise DeepDreamError(f"octave_scale must be greater than 1, not {octave_scale}")
+    sh, sw = octave_sizes(h, w, octave_n, octave_scale)[-1]
+    try:
+        net.check_input_size(end, sh, sw)
+    except InputSizeError as e:
+        if octave_n == 1:
+            raise
+        raise InputSizeError(
+            f"{e} (the smallest of {octave_n} octaves is {sw} wide x {sh} high, the image {w} x {h}; "
+            f"use fewer octaves, a smaller octave scale or a larger image)"
+        ) from None
+    return end
+
+
+def display_image(vis, clip=True):
+    """What the notebook shows: with clip=False, vis is scaled so its 99.98th percentile is 255."""
+    if clip:
+        return vis
+    return vis * (255.0 / np.percentile(vis, 99.98))
+
+
+def _report(progress, octave, i, octave_n, iter_n):
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        progress.update(1, status=f"octave {octave + 1}/{octave_n} step {i + 1}/{iter_n}")
+    else:
+        progress(octave, i, octave_n, iter_n)
+
+
+# --------------------------------------------------------------------------- zoom animation
+
+
+def frame_path(out_dir, i, ext=".png"):
+    """The notebook's frames/%04d naming."""
+    return Path(out_dir) / f"{i:04d}{ext}"
+
+
+def missing_frames(out_dir, frames, ext=".png"):
+    """Indices of the frames 0..frames-1 not yet written in out_dir."""
+    return [i for i in range(frames) if not frame_path(out_dir, i, ext).exists()]
+
+
+def zoom_in(frame, s=0.05):
+    """The notebook's zoom between frames: scale by 1-s about the centre (bilinear)."""
+    frame = np.float32(frame)
+    h, w = frame.shape[:2]
+    return nd.affine_transform(frame, [1 - s, 1 - s, 1], [h * s / 2, w * s / 2, 0], order=1)
+
+
+def zoom_frames(net, img, out_dir, frames=100, s=0.05, seed=None, ext=".png", params=None,
+                progress=None, **dream_kwargs):
+    """The notebook's zoom animation: frame i is deepdream(zoom_in(frame i-1)), frame 0 dreams img.
+
+    Frames are written atomically as out_dir/%04d.png.  Resumable: frames already on disk
+    are kept and the next missing one continues from the frame before it (reloaded).
+    Each frame is continued from as saved (uint8), so a resumed run equals an uninterrupted
+    one with a lossless ext; with seed set each frame gets its own RandomState([seed, i])
+    for the same reason.  params (a dict) goes into each PNG, with the frame index.
+    Returns the list of all frame paths.
+    """
+    out_dir = Path(out_dir)
+    images.output_format(f"x{ext}")
+    h, w = np.shape(img)[:2]
+    check_dream_size(net, dream_kwargs.get("end", "inception_4c/output"), h, w,
+                     dream_kwargs.get("octave_n", 4), dream_kwargs.get("octave_scale", 1.4))
+    if seed is not None and "rng" in dream_kwargs:
+        raise TypeError("zoom_frames takes seed or rng, not both")
+    os.makedirs(out_dir, exist_ok=True)
+
+    frame = None  # the previous frame, when it is in memory rather than only on disk
+    for i in range(frames):
+        path = frame_path(out_dir, i, ext)
+        if path.exists():
+            frame = None
+            continue
+        if i == 0:
+            start = img
+        else:
+            prev = frame if frame is not None else _load_frame(frame_path(out_dir, i - 1, ext), h, w)
+            start = zoom_in(prev, s)
+        if seed is not None:
+            dream_kwargs["rng"] = np.random.RandomState([seed, i])
+        frame = images.to_uint8(deepdream(net, start, progress=progress, **dream_kwargs))
+        images.save_image(path, frame, None if params is None else dict(params, frame=i))
+    return [frame_path(out_dir, i, ext) for i in range(frames)]
+
+
+def _load_frame(path, h, w):
+    frame = images.load_image(path, max_pixels=0)
+    if frame.shape[:2] != (h, w):
+        raise DeepDreamError(
+            f"{path} is {frame.shape[1]}x{frame.shape[0]}, not {w}x{h} like the start image; "
+            f"resume into the directory of the same animation or use a new one"
+        )
+    return frame

@@ -1,0 +1,241 @@
+"""Image files in and out: the only module that imports Pillow.
+
+Arrays are uint8 (or float, on output) H x W x 3, RGB, like the notebook's
+``np.float32(PIL.Image.open(...))``.  Every output is written atomically: a temporary file
+in the destination directory, then os.replace, so an interrupted or failed save never
+leaves a partial file under the final name.
+"""
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as nd
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import DeepDreamError
+
+# extension -> (Pillow format, save options)
+FORMATS = {
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".jpeg": ("JPEG", {"quality": 95}),
+    ".png": ("PNG", {}),
+    ".webp": ("WEBP", {"quality": 95}),
+    ".tif": ("TIFF", {}),
+    ".tiff": ("TIFF", {}),
+    ".bmp": ("BMP", {}),
+}
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+PARAMS_KEY = "deepdream"  # the PNG tEXt keyword holding the parameters as JSON
+
+# Pillow's decompression-bomb limit is a module global; swapping it is serialized so that
+# concurrent loads in one process do not see each other's limits.
+_limit_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- input
+
+
+def load_image(path, max_pixels=None):
+    """Read any image Pillow opens as uint8 H x W x 3 RGB.
+
+    EXIF orientation is applied.  Alpha (RGBA, LA, palette transparency) is composited
+    on white, as a viewer shows it on a page.  16-bit samples keep their high byte.
+    Images over max_pixels pixels are refused as possible decompression bombs; None
+    means Pillow's own limit (Image.MAX_IMAGE_PIXELS), 0 means no limit.
+    Raises DeepDreamError (one line) for a missing file or a file that is not an image.
+    """
+    path = Path(path)
+    # Pillow checks its global limit while opening and decoding (warning between 1x and
+    # 2x, raising above); we lift it for the duration and apply one rule of our own.
+    with _limit_lock:
+        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else (max_pixels or None)
+        with _pillow_limit(None):
+            return _load(path, limit)
+
+
+def _load(path, limit):
+    try:
+        with Image.open(path) as im:
+            _check_pixels(path, im.size, limit)
+            return _to_rgb8(ImageOps.exif_transpose(im))
+    except UnidentifiedImageError:
+        raise DeepDreamError(f"{path} is not an image (Pillow cannot identify it)") from None
+    except OSError as e:
+        if e.errno is not None:  # the file itself: missing, a directory, no permission
+            raise DeepDreamError(f"cannot read {path}: {e.strerror}") from None
+        raise DeepDreamError(f"cannot decode {path}: {_one_line(e)}") from None
+    except (SyntaxError, ValueError) as e:  # corrupt data
+        raise DeepDreamError(f"cannot decode {path}: {_one_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _pillow_limit(value):
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = value
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_pixels(path, size, limit):
+    w, h = size
+    if limit is not None and w * h > limit:
+        raise DeepDreamError(
+            f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
+            f"(a possible decompression bomb); raise the limit (--max-pixels) if you trust it"
+        )
+
+
+def _to_rgb8(im):
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return _gray_to_rgb(np.asarray(im).astype(np.uint16) >> 8)
+    if im.mode == "I":
+        # 16-bit PNGs open as "I" in older Pillow; wider integers are scaled to their maximum.
+        a = np.asarray(im).astype(np.int64).clip(0, None)
+        peak = int(a.max()) if a.size else 0
+        if peak > 65535:
+            a = a * 255 // peak
+        elif peak > 255:
+            a = a >> 8
+        return _gray_to_rgb(a)
+    if im.mode == "F":
+        # Float images are taken as 0..1 when they fit there, else as 0..255.
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if a.size and a.min() >= 0 and a.max() <= 1:
+            a = a * 255
+        return _gray_to_rgb(np.clip(np.round(a), 0, 255))
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("PA", "LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return np.array(im, dtype=np.uint8)
+
+
+def _gray_to_rgb(a):
+    a = np.asarray(a).astype(np.uint8)
+    return np.repeat(a[:, :, None], 3, axis=2)
+
+
+def _one_line(e):
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# --------------------------------------------------------------------------- output
+
+
+def output_format(path):
+    """The Pillow format for path's extension; DeepDreamError for an unknown one."""
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        known = " ".join(sorted(FORMATS))
+        shown = f"'{ext}'" if ext else "none"
+        raise DeepDreamError(f"unknown image extension {shown} for {path}; use one of {known}")
+    return FORMATS[ext][0]
+
+
+def to_uint8(img):
+    """Clip to 0..255 and truncate, as the notebook's showarray does (np.uint8(np.clip(a, 0, 255)))."""
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        return img
+    return np.uint8(np.clip(np.nan_to_num(img), 0, 255))
+
+
+def save_image(path, img, params=None):
+    """Write img (H x W x 3, float or uint8, RGB) to path, format from the extension.
+
+    Floats are clipped to 0..255 and truncated.  A PNG gets a tEXt chunk "deepdream"
+    holding params as JSON; other formats ignore params.  Written atomically.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    fmt = output_format(path)
+    options = dict(FORMATS[ext][1])
+    if fmt == "PNG" and params is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PARAMS_KEY, json.dumps(params, sort_keys=True))  # ASCII JSON -> tEXt
+        options["pnginfo"] = info
+    im = Image.fromarray(to_uint8(img), "RGB")
+    with atomic_write(path) as f:
+        im.save(f, format=fmt, **options)
+    return path
+
+
+def read_png_params(path):
+    """The params dict save_image stored in a PNG, or None if it has none."""
+    with Image.open(path) as im:
+        im.load()
+        text = getattr(im, "text", {}).get(PARAMS_KEY)
+    return None if text is None else json.loads(text)
+
+
+def save_animation(frames_paths, out_path, duration_ms=100):
+    """Assemble image files into a looping animated .gif or .webp, written atomically."""
+    out_path = Path(out_path)
+    fmt = ANIMATION_FORMATS.get(out_path.suffix.lower())
+    if fmt is None:
+        raise DeepDreamError(f"unknown animation extension for {out_path}; use .gif or .webp")
+    frames = [Image.fromarray(load_image(p, max_pixels=0)) for p in frames_paths]
+    if not frames:
+        raise DeepDreamError(f"no frames to assemble into {out_path}")
+    options = {"lossless": False, "quality": 90} if fmt == "WEBP" else {"optimize": False}
+    with atomic_write(out_path) as f:
+        frames[0].save(f, format=fmt, save_all=True, append_images=frames[1:],
+                       duration=int(duration_ms), loop=0, **options)
+    return out_path
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a binary file in path's directory; on success it replaces path, else it vanishes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    # os.open with 0o666 honours the umask, so the result has the usual permissions.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- built-in image
+
+
+def default_image(h=480, w=640):
+    """A built-in start image: procedural sky with clouds, uint8 h x w x 3 RGB.
+
+    Generated here (a fixed-seed RandomState, so it is the same everywhere) in place of
+    the notebook's sky photograph, which the project does not ship.
+    """
+    rng = np.random.RandomState(2015)
+    y = np.linspace(0.0, 1.0, h)[:, None, None]
+    top, horizon = np.array([40.0, 95.0, 190.0]), np.array([150.0, 195.0, 235.0])
+    sky = top + (horizon - top) * y ** 0.8
+    # Fractal clouds: octaves of smoothed noise, each half the scale of the last.
+    size = max(h, w)
+    clouds = np.zeros((h, w))
+    for k in range(6):
+        sigma = size / 12.0 / 2 ** k
+        noise = nd.gaussian_filter(rng.standard_normal((h, w)), sigma, mode="wrap")
+        clouds += noise / (noise.std() + 1e-12) * 0.55 ** k
+    clouds = (clouds - clouds.mean()) / (clouds.std() + 1e-12)
+    cover = np.clip((clouds - 0.1) * 0.9, 0.0, 1.0)[:, :, None] * (1.0 - 0.5 * y)
+    shade = 255.0 - 25.0 * y - 45.0 * np.clip(1.4 - clouds, 0, 1)[:, :, None]  # grey thin edges
+    img = sky * (1.0 - cover) + shade * cover
+    return np.uint8(np.clip(np.round(img), 0, 255))
