@@ -6,7 +6,7 @@ Models here hold their weights inline; convert.py moves them to one shared file.
 import onnx
 from onnx import shape_inference
 
-from .gradient import GRADIENT, SEED, differentiate, l2_nodes, split_nodes
+from .gradient import GRADIENT, WEIGHTS, differentiate, l2_nodes, split_nodes
 from .onnx_graph import FLOAT, WeightsFile, make_model, prune
 
 KINDS = ("l2", "fwd", "bwd")
@@ -42,23 +42,30 @@ def forward_model(forward_nodes, weights, data, channels, ends, external=None):
     return make_model(nodes, [_input(data, channels)], [(e,) + types[e] for e in ends], weights, external=external)
 
 
-def end_models(forward_nodes, weights, data, channels, end, external=None):
-    """{"l2", "fwd", "bwd"} models for blob tensor `end` (see gradient.py), and the residual names."""
-    gradient = differentiate(forward_nodes, weights, data, end)
+def end_models(forward_nodes, weights, data, channels, ends, external=None):
+    """{"l2", "fwd", "bwd"} models for blob tensor(s) `ends` (see gradient.py), and the residual names.
+
+    fwd outputs the ends, then the residuals; bwd takes the seeds (one per end), then the
+    residuals (and data when the gradient reads it).
+    """
+    gradient = differentiate(forward_nodes, weights, data, ends)
+    ends, seeds = gradient.ends, gradient.seeds
     grad_out = [(GRADIENT, FLOAT, ["N", channels, "H", "W"])]
-    models = {"l2": make_model(l2_nodes(gradient), [_input(data, channels)], grad_out, weights,
-                                   doc=f"d(0.5*||{end}||^2)/d{data}", external=external)}
+    l2_inputs = [_input(data, channels)] + ([(WEIGHTS, FLOAT, [len(ends)])] if len(ends) > 1 else [])
+    models = {"l2": make_model(l2_nodes(gradient, weights), l2_inputs, grad_out, weights,
+                               doc=f"d(0.5*||{', '.join(ends)}||^2)/d{data}", external=external)}
 
     fwd, bwd, residuals = split_nodes(gradient)
     types = _tensor_types(fwd, weights, data, channels)
-    carried = [r for r in residuals if r not in (data, end)]
+    carried = [r for r in residuals if r != data and r not in ends]
     models["fwd"] = make_model(
-        fwd, [_input(data, channels)],
-        [(end,) + types[end]] + [(r,) + types[r] for r in carried], weights,
-        doc=f"{end} and the tensors its gradient reads", external=external,
+        fwd, [_input(data, channels)], [(e,) + types[e] for e in ends] + [(r,) + types[r] for r in carried], weights,
+        doc=f"{', '.join(ends)} and the tensors the gradient reads", external=external,
     )
-    bwd_inputs = [(SEED,) + types[end]] + [(r,) + types[r] for r in residuals if r != data]
+    bwd_inputs = [(seed,) + types[end] for end, seed in zip(ends, seeds)]
+    bwd_inputs += [(r,) + types[r] for r in residuals if r != data]
     if data in residuals:
         bwd_inputs.append(_input(data, channels))
-    models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights, doc=f"seed^T d{end}/d{data}", external=external)
+    models["bwd"] = make_model(bwd, bwd_inputs, grad_out, weights,
+                               doc=f"sum of seed^T d(end)/d{data} over {', '.join(ends)}", external=external)
     return models, carried

@@ -1,11 +1,12 @@
 """Reverse-mode differentiation of a forward ONNX graph, by the rules in vjp.VJP.
 
-For an end tensor it yields the nodes of d<seed, end>/d input.  From those, the
-converter cuts three models:
+For end tensors it yields the nodes of d(sum_i <seed_i, end_i>)/d input.  From those,
+the converter cuts three models:
 
 - ``l2``:  data -> gradient of 0.5*||end||^2 (the seed is the end itself): one run.
-- ``fwd``: data -> end, plus the forward tensors the backward pass reads.
-- ``bwd``: seed + those tensors -> gradient, so a NumPy objective's seed costs a
+  With several ends, an input ``weights`` scales each end's seed.
+- ``fwd``: data -> ends, plus the forward tensors the backward pass reads.
+- ``bwd``: seeds + those tensors -> gradient, so a NumPy objective's seed costs a
   backward pass only, never a second forward pass.
 """
 
@@ -18,14 +19,21 @@ from .vjp import NON_DIFFERENTIABLE, VJP, vjp_rule
 
 SEED = "seed"
 GRADIENT = "gradient"
+WEIGHTS = "weights"
+
+
+def seed_names(count):
+    """The seed inputs for `count` ends: "seed", or "seed:0", "seed:1", ..."""
+    return [SEED] if count == 1 else [f"{SEED}:{i}" for i in range(count)]
 
 
 @dataclass
 class Gradient:
-    forward: list        # nodes computing `end` from the input
-    backward: list       # nodes computing GRADIENT from SEED and forward tensors
+    forward: list        # nodes computing the ends from the input
+    backward: list       # nodes computing GRADIENT from the seeds and forward tensors
     shape_nodes: list    # backward-graph nodes that only read shapes (run with the forward part)
-    end: str
+    ends: list
+    seeds: list
 
 
 def _active_tensors(nodes, wrt):
@@ -41,14 +49,22 @@ def _total(g, contributions):
     return contributions[0] if len(contributions) == 1 else g.op("Sum", contributions)
 
 
-def differentiate(forward_nodes, weights, wrt, end, rules=VJP):
-    """The Gradient of <SEED, end> with respect to the tensor `wrt`, by `rules` (op type -> VJP)."""
-    nodes = prune(forward_nodes, [end])
+def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
+    """The Gradient of sum_i <seed_i, ends[i]> with respect to the tensor `wrt`, by `rules` (op type -> VJP).
+
+    ends is one tensor name or a list of them.
+    """
+    ends = [ends] if isinstance(ends, str) else list(ends)
+    seeds = seed_names(len(ends))
+    nodes = prune(forward_nodes, ends)
     active = _active_tensors(nodes, wrt)
-    if end not in active:
-        raise DeepDreamError(f"blob {end!r} does not depend on {wrt!r}; nothing to differentiate")
+    for end in ends:
+        if end not in active:
+            raise DeepDreamError(f"blob {end!r} does not depend on {wrt!r}; nothing to differentiate")
     g = GraphBuilder(weights)
-    cotangents = {end: [SEED]}
+    cotangents = {}
+    for end, seed in zip(ends, seeds):
+        cotangents.setdefault(end, []).append(seed)
     for node in reversed(nodes):
         dys = [_total(g, cotangents[o]) if o in cotangents else None for o in node.output]
         if all(dy is None for dy in dys) or not any(name in active for name in node.input):
@@ -61,10 +77,10 @@ def differentiate(forward_nodes, weights, wrt, end, rules=VJP):
     result = _total(g, cotangents[wrt])
     g.op("Identity", [result], outputs=[GRADIENT])
     backward = prune(g.nodes, [GRADIENT])
-    return _partition(nodes, backward, end, wrt, weights)
+    return _partition(nodes, backward, ends, seeds, wrt, weights)
 
 
-def _partition(forward, backward, end, wrt, weights):
+def _partition(forward, backward, ends, seeds, wrt, weights):
     """Move backward nodes that compute only shapes of forward tensors to the forward side.
 
     The fwd/bwd split then passes small shape vectors instead of recomputing them; masks
@@ -83,13 +99,22 @@ def _partition(forward, backward, end, wrt, weights):
             known.update(node.output)
         else:
             rest.append(node)
-    return Gradient(forward, rest, shape_nodes, end)
+    return Gradient(forward, rest, shape_nodes, ends, seeds)
 
 
-def l2_nodes(gradient: Gradient) -> List:
-    """Forward + backward with the seed equal to the end blob: d(0.5*||end||^2)/d data."""
-    backward = [_rename_input(node, SEED, gradient.end) for node in gradient.shape_nodes + gradient.backward]
-    return gradient.forward + backward
+def l2_nodes(gradient: Gradient, weights) -> List:
+    """Forward + backward with each seed equal to its end: d(sum_i w_i * 0.5*||end_i||^2)/d data.
+
+    With one end there is no weight; with several, the input WEIGHTS holds w_i.
+    """
+    backward = gradient.shape_nodes + gradient.backward
+    if len(gradient.ends) == 1:
+        return gradient.forward + [_rename_input(node, SEED, gradient.ends[0]) for node in backward]
+    g = GraphBuilder(weights, prefix="l2/")
+    for i, (end, seed) in enumerate(zip(gradient.ends, gradient.seeds)):
+        weight = g.op("Slice", [WEIGHTS, g.const([i]), g.const([i + 1])])
+        g.op("Mul", [end, weight], outputs=[seed])
+    return gradient.forward + g.nodes + backward
 
 
 def split_nodes(gradient: Gradient):

@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from .errors import DeepDreamError, UnknownBlobError, close_matches
-from .gradient import GRADIENT, SEED
+from .export import end_models
+from .gradient import GRADIENT, WEIGHTS, seed_names
 from .network import Layer, Network, propagate
 from .paths import MANIFEST, cache_dir, find_model
 
@@ -65,6 +68,7 @@ class Net:
         self.sha1 = self.manifest.get("source_sha1")
         self.device, self._providers = select_device(device)
         self._sessions = {}
+        self._forward = None
 
     def __repr__(self):
         return f"Net({str(self.model_dir)!r}, device={self.device!r}, blobs={len(self.blobs)})"
@@ -89,63 +93,121 @@ class Net:
         propagate(self._geometry, height, width, end=self._entries[self.resolve(end)]["tensor"])
 
     def forward(self, data, end):
-        """The blob's activations, as pycaffe's net.forward(end=end) leaves them."""
-        end = self.resolve(end)
-        return self._run(end, "fwd", {self.manifest["input"]: _as_input(data)})[0]
+        """The blob's activations, as pycaffe's net.forward(end=end) leaves them.
+
+        end may also be a list of blobs: then a list of their activations, from one run.
+        """
+        ends, _ = self._ends(end)
+        outputs = self._session(ends, "fwd").run(None, self._feeds(data, ends))
+        return outputs[0] if isinstance(end, str) else outputs[: len(ends)]
 
     def gradient(self, data, end, seed=None):
-        """d objective / d data; seed None: objective 0.5*||blob||^2, else the VJP with seed."""
-        end = self.resolve(end)
+        """d objective / d data, in one run of the exported graph.
+
+        end: a blob name, a list of them, or {blob: weight}.  seed None: the objective is
+        sum of weight * 0.5*||blob||^2 (the notebook's objective_L2); else the VJP with
+        seed (an array of the blob's shape, or a list of them, one per blob).
+        """
+        ends, weights = self._ends(end)
         if seed is None:
-            return self._run(end, "l2", {self.manifest["input"]: _as_input(data)})[0]
+            feeds = self._feeds(data, ends)
+            if len(ends) > 1:
+                feeds[WEIGHTS] = np.ones(len(ends), np.float32) if weights is None else weights
+            return self._session(ends, "l2").run([GRADIENT], feeds)[0]
         _, pullback = self.vjp(data, end)
         return pullback(seed)
 
     def vjp(self, data, end):
         """(dst, pullback): the blob's activations and a function seed -> d<seed, blob>/d data.
 
-        pullback runs only the backward graph, on the forward tensors kept from this call.
+        pullback runs only the backward graph, on the forward tensors this call kept where
+        the network runs (on the GPU with CUDA), so a NumPy objective never costs a second
+        forward pass.  With a list of blobs, dst and the seeds are lists too.
         """
-        end = self.resolve(end)
-        data = _as_input(data)
-        entry = self._entries[end]
-        outputs = self._run(end, "fwd", {self.manifest["input"]: data})
-        saved = dict(zip([entry["tensor"]] + entry["residuals"], outputs))
-        saved[self.manifest["input"]] = data
-        dst = outputs[0]
-        session = self._session(end, "bwd")
-        names = [i.name for i in session.get_inputs()]
+        ends, _ = self._ends(end)
+        forward, backward = self._session(ends, "fwd"), self._session(ends, "bwd")
+        feeds = self._feeds(data, ends)
+        binding = forward.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for output in forward.get_outputs():
+            binding.bind_output(output.name, self._device_type)
+        forward.run_with_iobinding(binding)
+        kept = dict(zip([o.name for o in forward.get_outputs()], binding.get_outputs()))
+        dsts = [kept[self._entries[e]["tensor"]].numpy() for e in ends]
+        seeds = seed_names(len(ends))
+        inputs = [i.name for i in backward.get_inputs()]
+        single = isinstance(end, str)
 
         def pullback(seed):
-            seed = np.ascontiguousarray(seed, dtype=np.float32)
-            if seed.shape != dst.shape:
-                raise DeepDreamError(f"seed shape {seed.shape} does not match blob {end!r} shape {dst.shape}")
-            feeds = {name: seed if name == SEED else saved[name] for name in names}
-            return session.run([GRADIENT], feeds)[0]
+            given = [seed] if single else list(seed)
+            if len(given) != len(ends):
+                raise DeepDreamError(f"expected {len(ends)} seeds (one per blob), got {len(given)}")
+            run = backward.io_binding()
+            for name, value, dst, blob in zip(seeds, given, dsts, ends):
+                value = np.ascontiguousarray(value, dtype=np.float32)
+                if value.shape != dst.shape:
+                    raise DeepDreamError(f"seed shape {value.shape} does not match blob {blob!r} shape {dst.shape}")
+                run.bind_cpu_input(name, value)
+            for name in inputs:
+                if name in feeds:
+                    run.bind_cpu_input(name, feeds[name])
+                elif name in kept:
+                    run.bind_ortvalue_input(name, kept[name])
+            run.bind_output(GRADIENT, "cpu")
+            backward.run_with_iobinding(run)
+            return run.copy_outputs_to_cpu()[0]
 
-        return dst, pullback
+        return (dsts[0] if single else dsts), pullback
 
-    def _run(self, end, kind, feeds):
-        h, w = feeds[self.manifest["input"]].shape[2:]
-        self.check_input_size(end, h, w)
-        return self._session(end, kind).run(None, feeds)
+    def _ends(self, end):
+        """(blob names, weights or None) for a name, a list of names, or {name: weight}."""
+        if isinstance(end, str):
+            return (self.resolve(end),), None
+        names = tuple(self.resolve(e) for e in end)
+        if not names:
+            raise DeepDreamError("no blobs given")
+        if len(set(names)) != len(names):
+            raise DeepDreamError(f"a blob is given twice in {list(end)}")
+        weights = np.float32(list(end.values())) if isinstance(end, dict) else None
+        return names, weights
 
-    def _session(self, end, kind):
-        key = (end, kind)
+    def _feeds(self, data, ends):
+        # A copy: the caller may change its array before calling pullback.
+        data = np.array(data, dtype=np.float32, order="C", copy=True)
+        if data.ndim != 4:
+            raise DeepDreamError(f"data must be (N, C, H, W); got shape {data.shape}")
+        for end in ends:
+            self.check_input_size(end, *data.shape[2:])
+        return {self.manifest["input"]: data}
+
+    @property
+    def _device_type(self):
+        return "cuda" if self.device == "cuda" else "cpu"
+
+    def _session(self, ends, kind):
+        """The session for (ends, kind): exported files for one blob, built in memory for several."""
+        key = (ends, kind)
         if key not in self._sessions:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
-            path = self.model_dir / self._entries[end]["models"][kind]
-            self._sessions[key] = ort.InferenceSession(str(path), options, providers=self._providers)
+            if len(ends) == 1:
+                model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
+            else:
+                model = self._combined_models(ends)[kind].SerializeToString()
+            self._sessions[key] = ort.InferenceSession(model, options, providers=self._providers)
         return self._sessions[key]
 
-
-def _as_input(data):
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    if data.ndim != 4:
-        raise DeepDreamError(f"data must be (N, C, H, W); got shape {data.shape}")
-    return data
+    def _combined_models(self, ends):
+        """Gradient models for several blobs at once, built from forward.onnx by the same rules."""
+        if self._forward is None:
+            model = onnx.load(str(self.model_dir / self.manifest["forward"]))
+            self._forward = (list(model.graph.node), {i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
+        nodes, weights = self._forward
+        tensors = [self._entries[e]["tensor"] for e in ends]
+        models, _ = end_models(nodes, weights, self.manifest["input"], self.manifest["input_channels"], tensors)
+        return models
 
 
 def _geometry_network(manifest):

@@ -131,3 +131,24 @@ def test_input_smaller_than_the_layer_stack_accepts(googlenet_net):
         googlenet_net.gradient(image(too_small, too_small), "inception_4c/output")
     with pytest.raises(InputSizeError, match="loss3/classifier"):
         googlenet_net.forward(image(300, 300), "loss3/classifier")
+
+
+def test_several_blobs_in_one_run_equal_the_weighted_sum(googlenet_net):
+    x = image(97, 131, seed=11)
+    ends = {"inception_4c/output": 1.0, "inception_3b/output": 0.5}
+    combined = googlenet_net.gradient(x, ends)
+    separate = sum(w * googlenet_net.gradient(x, end) for end, w in ends.items())
+    np.testing.assert_allclose(combined, separate, rtol=1e-4, atol=1e-5 * np.abs(separate).max())
+    # The same through the split models, with seeds from NumPy.
+    dsts, pullback = googlenet_net.vjp(x, list(ends))
+    assert [d.shape[1] for d in dsts] == [512, 480]
+    seeds = [w * d for w, d in zip(ends.values(), dsts)]
+    np.testing.assert_allclose(pullback(seeds), separate, rtol=1e-4, atol=1e-5 * np.abs(separate).max())
+
+
+def test_vjp_keeps_its_own_copy_of_the_input(googlenet_net):
+    x = image(97, 131, seed=12)
+    expected = googlenet_net.gradient(x, "inception_3a/output")
+    dst, pullback = googlenet_net.vjp(x, "inception_3a/output")
+    x[:] = 0
+    np.testing.assert_allclose(pullback(dst), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
