@@ -25,6 +25,7 @@ from .paths import MANIFEST
 
 FORMAT = 1
 MEAN_BGR = (104.0, 116.0, 122.0)
+LABELS = "labels.txt"
 
 
 def file_stem(blob):
@@ -32,22 +33,28 @@ def file_stem(blob):
     return blob.replace("/", "__")
 
 
-def convert(caffemodel, out_dir, prototxt=None, progress=None):
+def convert(caffemodel, out_dir, prototxt=None, progress=None, labels=None):
     """Convert `caffemodel` (optionally structured by a deploy `prototxt`) into out_dir.
 
     progress, if given, is called as progress(done, total, blob) after each blob.
+    labels, if given, is a text file of class names, one per line in class order (such
+    as synset_words.txt); it must name as many classes as the last blob has channels,
+    and is kept as labels.txt (manifest key "labels"; Net.labels reads it).
     Returns out_dir as a Path.
     """
     caffemodel, out_dir = Path(caffemodel), Path(out_dir)
     _check_destination(out_dir, [caffemodel] + ([Path(prototxt)] if prototxt else []))
+    names = read_labels(labels) if labels is not None else None
     caffenet = read_caffemodel(caffemodel)
     deploy = read_prototxt(prototxt) if prototxt else None
     network = build_network(caffenet, deploy)
+    if names is not None:
+        _check_labels(names, labels, network)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        _write(network, staging, progress)
+        _write(network, staging, progress, names)
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,7 +74,35 @@ def _check_destination(out_dir, inputs):
             raise DeepDreamError(f"{path} is inside the output directory {out_dir}; choose another output directory")
 
 
-def _write(network, staging, progress):
+def read_labels(path):
+    """Class names from a text file, one per line (surrounding blanks and trailing empty lines dropped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise DeepDreamError(
+            f"cannot read labels file {path} ({why}); pass a text file with one class name per line") from None
+    names = [line.strip() for line in text.splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise DeepDreamError(f"labels file {path} is empty; pass a text file with one class name per line")
+    if "" in names:
+        raise DeepDreamError(
+            f"labels file {path} has an empty line {names.index('') + 1}; give one class name per line")
+    return names
+
+
+def _check_labels(names, path, network):
+    last = list(network.blobs)[-1]
+    classes = blob_geometry(network, network.blobs[last])[0]
+    if len(names) != classes:
+        raise DeepDreamError(
+            f"labels file {path} names {len(names)} classes but the network's last blob {last!r} has "
+            f"{classes}; pass the labels of this model")
+
+
+def _write(network, staging, progress, labels=None):
     g = build_forward(network)
     weights_file = WeightsFile("weights.bin")
     blobs = []
@@ -103,6 +138,9 @@ def _write(network, staging, progress):
         "blobs": blobs,
         "layers": [_layer_geometry(layer) for layer in network.layers],
     }
+    if labels is not None:
+        (staging / LABELS).write_text("".join(f"{name}\n" for name in labels), encoding="utf-8")
+        manifest["labels"] = LABELS
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 

@@ -146,7 +146,8 @@ def build_network(caffenet, deploy=None):
             # Kept so sizes can be checked without the weights (see propagate).
             params["input_count"] = int(weights[0].shape[0 if params.get("transpose") else 1])
         layers.append(Layer(layer.name, layer.type, inputs, outputs, params, weights))
-    if targets and state.losses and state.losses[-1].type == "SoftmaxWithLoss" and "prob" not in state.visible:
+    main = _main_loss(state)
+    if targets and main is not None and main.type == "SoftmaxWithLoss" and "prob" not in state.visible:
         # deploy.prototxt turns the training loss into the classifier's softmax, named prob.
         layers.append(Layer("prob", "Softmax", (targets[0],), ("prob",), {"axis": 1}))
         state.visible["prob"] = "prob"
@@ -156,11 +157,18 @@ def build_network(caffenet, deploy=None):
     return Network(caffenet.name or structure.name, state.input, channels, layers, blobs, caffenet.source_sha1)
 
 
+def _main_loss(state):
+    """The last loss layer.  Accuracy and Silence only measure or discard: an accuracy
+    layer after the loss (kept in a TRAIN snapshot when it has no phase rule) is not it."""
+    losses = [layer for layer in state.losses if layer.type not in ("Accuracy", "Silence")] or state.losses
+    return losses[-1] if losses else None
+
+
 def _main_outputs(state):
     """Tensors the inference net must compute: the main loss's input, else everything."""
-    if not state.losses:
+    main = _main_loss(state)
+    if main is None:
         return [t for _, _, outputs in state.layers for t in outputs]
-    main = state.losses[-1]
     try:
         return [state.current[main.bottoms[0]]]
     except KeyError:

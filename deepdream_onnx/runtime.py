@@ -48,6 +48,7 @@ class Net:
 
     blobs lists the blob names in network order; forward, gradient and vjp take
     data as float32 (N, 3, H, W), BGR, mean-subtracted, like pycaffe's data blob.
+    labels: the class names given to convert (one per output of the last blob), or None.
     """
 
     def __init__(self, model_dir, device="auto"):
@@ -66,6 +67,7 @@ class Net:
         self._geometry = _geometry_network(self.manifest)
         self.mean = np.float32(self.manifest.get("mean_bgr", (104.0, 116.0, 122.0)))
         self.sha1 = self.manifest.get("source_sha1")
+        self.labels = self._read_labels()
         self.device, self._providers = select_device(device)
         self._sessions = {}
         self._forward = None
@@ -77,6 +79,15 @@ class Net:
         """One line saying what runs the network."""
         where = "CUDA GPU" if self.device == "cuda" else "CPU"
         return f"running on {where} (onnxruntime {ort.__version__})"
+
+    def _read_labels(self):
+        name = self.manifest.get("labels")
+        if not name:
+            return None
+        try:
+            return (self.model_dir / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DeepDreamError(f"cannot read {self.model_dir / name} ({err}); convert the model again") from None
 
     def resolve(self, end):
         """The canonical blob name for end (which may use '_' for '/')."""

@@ -34,7 +34,8 @@ class LayerSpec:
     bottom: list
     top: list
     params: dict = field(default_factory=dict)  # fields of the type's parameter message
-    only: Optional[str] = None  # None: in every net; "train" or "deploy": only there
+    only: Optional[str] = None  # None: in every net; "train" or "deploy": only there;
+    # "test": a TEST-phase layer (include { phase: TEST }), in neither snapshot nor deploy
     loss_weight: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # other sub-messages: {"transform_param": {...}}
 
@@ -179,6 +180,108 @@ def tiny_spec(num_classes=5):
                   loss_weight=[1.0]),
         LayerSpec("prob", "Softmax", ["fc"], ["prob"], only="deploy"),
     ])
+
+
+# ---- other classification nets (from their published architectures) ----
+#
+# width scales the convolution channel counts and fc the width of fc6/fc7 (None: 4096 *
+# width), so tests can run narrow nets of the same architecture: kernels, strides, pads,
+# groups and the layer order stay as published.
+
+def _scaled(n, width, multiple=1):
+    """n * width rounded to a positive multiple of `multiple` (grouped convs need even counts)."""
+    return max(multiple, int(round(n * width / multiple)) * multiple)
+
+
+def _classifier_head(bottom, fc, num_classes):
+    """fc6, fc7 (ReLU, Dropout 0.5 in place), fc8, Accuracy (TEST), the training loss, deploy's prob."""
+    layers = []
+    for k in (6, 7):
+        name = f"fc{k}"
+        layers += [
+            LayerSpec(name, "InnerProduct", [bottom], [name], {"num_output": fc}),
+            LayerSpec(f"relu{k}", "ReLU", [name], [name]),
+            LayerSpec(f"drop{k}", "Dropout", [name], [name], {"dropout_ratio": 0.5}),
+        ]
+        bottom = name
+    layers.append(LayerSpec("fc8", "InnerProduct", [bottom], ["fc8"], {"num_output": num_classes}))
+    layers.append(LayerSpec("accuracy", "Accuracy", ["fc8", "label"], ["accuracy"], only="test"))
+    layers += [
+        LayerSpec("loss", "SoftmaxWithLoss", ["fc8", "label"], ["loss"], only="train",
+                  loss_weight=[1.0]),
+        LayerSpec("prob", "Softmax", ["fc8"], ["prob"], only="deploy"),
+    ]
+    return layers
+
+
+def alexnet_spec(num_classes=1000, caffenet=False, width=1.0, fc=None):
+    """BVLC AlexNet (models/bvlc_alexnet), or with caffenet=True BVLC CaffeNet
+    (models/bvlc_reference_caffenet), which pools before it normalizes; 227x227 input.
+
+    Train nets end in Accuracy (TEST only) and SoftmaxWithLoss "loss"; deploy in "prob".
+    """
+    c = {name: _scaled(n, width, 2) for name, n in
+         [("conv1", 96), ("conv2", 256), ("conv3", 384), ("conv4", 384), ("conv5", 256)]}
+    fc = _scaled(4096, width) if fc is None else fc
+
+    def conv(k, bottom, kernel, stride=1, pad=0, group=1):
+        name = f"conv{k}"
+        params = {"num_output": c[name], "kernel_size": kernel}
+        if pad:
+            params["pad"] = pad
+        if group != 1:
+            params["group"] = group
+        if stride != 1:
+            params["stride"] = stride
+        return [LayerSpec(name, "Convolution", [bottom], [name], params),
+                LayerSpec(f"relu{k}", "ReLU", [name], [name])]
+
+    def norm_and_pool(k, bottom):
+        """AlexNet: norm<k> (LRN 5, 1e-4, 0.75) then pool<k> (MAX 3 s2); CaffeNet: the other way round."""
+        layers = []
+        for kind in ("pool", "norm") if caffenet else ("norm", "pool"):
+            name = f"{kind}{k}"
+            layers.append(_pool(name, bottom, "MAX", 3, 2) if kind == "pool"
+                          else LayerSpec(name, "LRN", [bottom], [name], dict(LRN_PARAMS)))
+            bottom = name
+        return layers, bottom
+
+    layers = conv(1, "data", 11, stride=4)
+    pair, bottom = norm_and_pool(1, "conv1")
+    layers += pair + conv(2, bottom, 5, pad=2, group=2)
+    pair, bottom = norm_and_pool(2, "conv2")
+    layers += pair
+    layers += conv(3, bottom, 3, pad=1)
+    layers += conv(4, "conv3", 3, pad=1, group=2)
+    layers += conv(5, "conv4", 3, pad=1, group=2)
+    layers.append(_pool("pool5", "conv5", "MAX", 3, 2))
+    layers += _classifier_head("pool5", fc, num_classes)
+    return NetSpec("CaffeNet" if caffenet else "AlexNet", "data", (10, 3, 227, 227), layers)
+
+
+VGG16_BLOCKS = (64, 128, 256, 512, 512)  # output channels of conv<b>_* (Simonyan & Zisserman, config D)
+VGG16_CONVS = (2, 2, 3, 3, 3)            # 3x3 convolutions per block
+
+
+def vgg16_spec(num_classes=1000, width=1.0, fc=None):
+    """VGG-16 (VGG_ILSVRC_16_layers): 13 conv 3x3 pad 1 + ReLU in 5 blocks, each followed
+    by a 2x2 stride-2 max pool, then fc6/fc7/fc8; 224x224 input.  Caffe's names."""
+    fc = _scaled(4096, width) if fc is None else fc
+    layers, bottom = [], "data"
+    for b, (channels, count) in enumerate(zip(VGG16_BLOCKS, VGG16_CONVS), 1):
+        for i in range(1, count + 1):
+            layers += _conv_relu(f"conv{b}_{i}", f"relu{b}_{i}", bottom, _scaled(channels, width), 3, pad=1)
+            bottom = f"conv{b}_{i}"
+        layers.append(_pool(f"pool{b}", bottom, "MAX", 2, 2))
+        bottom = f"pool{b}"
+    layers += _classifier_head(bottom, fc, num_classes)
+    return NetSpec("VGG_ILSVRC_16_layers", "data", (10, 3, 224, 224), layers)
+
+
+def googlenet_places_spec(num_classes=205):
+    """GoogLeNet trained on Places205 (or Places365 with num_classes=365): BVLC GoogLeNet's
+    architecture and blob names with another number of classes."""
+    return googlenet_spec(num_classes)
 
 
 # ---- shapes and weights ----
@@ -407,7 +510,8 @@ def _train_layers(spec):
                      extra={"transform_param": {"mirror": True, "crop_size":
                                                 spec.input_shape[2], "mean_value":
                                                 [104, 117, 123]}})
-    return [data] + [layer for layer in spec.layers if layer.only != "deploy"]
+    # Caffe's TRAIN net filters out TEST-only layers, so its snapshot never holds them.
+    return [data] + [layer for layer in spec.layers if layer.only not in ("deploy", "test")]
 
 
 def build_net(spec, fmt="v2", snapshot="deploy", weights=None, splits=None,
@@ -420,7 +524,7 @@ def build_net(spec, fmt="v2", snapshot="deploy", weights=None, splits=None,
     if snapshot == "train":
         layers = _train_layers(spec)
     else:
-        layers = [layer for layer in spec.layers if layer.only != "train"]
+        layers = [layer for layer in spec.layers if layer.only not in ("train", "test")]
         if fmt == "v2":
             layers.insert(0, LayerSpec(spec.input, "Input", [], [spec.input],
                                        {"shape": [{"dim": list(spec.input_shape)}]}))
