@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, download, dream, images, paths
+from . import __version__, download, dream, explore, images, objectives, paths
 from .convert import convert
 from .errors import DeepDreamError, InputSizeError, UnknownBlobError
 from .progress import Progress
@@ -27,6 +27,10 @@ examples:
   {PROG} dream -o sky.png --seed 0                dream on the built-in sky image
   {PROG} dream photo.jpg -o out.jpg --end inception_3b/5x5_reduce --iters 20
   {PROG} dream photo.jpg -o out.png --end inception_3b/output --guide flowers.jpg
+  {PROG} dream photo.jpg -o out.png --end inception_4c/output --channel 139
+  {PROG} dream photo.jpg -o out.png --end inception_4c/output:1 --end inception_3b/output:0.5
+  {PROG} dream -o bells.png --size 800x600 --concept dumbbell --laplacian
+  {PROG} dream big.jpg -o big.png --tile 512      gradients in 512x512 tiles (default: auto)
   {PROG} zoom photo.jpg -o frames --frames 100 --gif zoom.gif
   {PROG} layers                                   the layers you can pass to --end
 """
@@ -97,8 +101,10 @@ def build_parser():
     dreaming.add_argument("input", nargs="?", metavar="IN",
                           help="start image (any format Pillow reads); default: a built-in sky")
     g = dreaming.add_argument_group("the notebook's parameters")
-    g.add_argument("--end", default="inception_4c/output", metavar="LAYER",
-                   help="layer to maximize (default: %(default)s; see `layers`; '_' may stand for '/')")
+    g.add_argument("--end", default="inception_4c/output", metavar="LAYER[:WEIGHT]", action=_EndAction,
+                   help="layer to maximize (default: %(default)s; see `layers`; '_' may stand for '/'); "
+                        "repeat it for several layers at once, each 0.5 ||layer||^2 times WEIGHT (default 1)")
+    dreaming.set_defaults(ends=None)
     g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
                    help="gradient steps per octave: iter_n (default: %(default)s)")
     g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
@@ -116,6 +122,24 @@ def build_parser():
                    help="guided dream: match the features of this image at --end (objective_guide)")
     g.add_argument("--seed", type=int, metavar="N",
                    help="random seed for the jitter (default: a random one, recorded in PNG output)")
+    b = dreaming.add_argument_group("beyond the notebook")
+    b.add_argument("--channel", type=_channel_list, action="extend", metavar="N[,N...]",
+                   help="maximize only these channels of --end: 0.5 sum ||layer[N]||^2 (repeatable)")
+    b.add_argument("--concept", metavar="NAME|INDEX",
+                   help="dream an ImageNet class: maximize its logit at the classifier (loss3/classifier), "
+                        "on 224x224 windows that move every step; a name (case-insensitive, part of one "
+                        "is enough) or an index 0-999")
+    b.add_argument("--labels", metavar="FILE",
+                   help="class names for --concept, one per line in class order (default: ImageNet's)")
+    b.add_argument("--laplacian", type=_int_at_least(1), nargs="?", const=4, metavar="LEVELS",
+                   help="normalize each step's gradient level by level of a Laplacian pyramid "
+                        "(TensorFlow's 2016 tutorial; default levels: %(const)s)")
+    b.add_argument("--noise", action="store_true",
+                   help="start from seeded grey noise instead of an image (640x480 unless --size)")
+    b.add_argument("--size", type=_size, metavar="WxH", help="start from seeded grey noise of this size")
+    b.add_argument("--tile", type=_tile, default="auto", metavar="auto|0|N",
+                   help="compute the gradient in N x N tiles, bounding memory: auto (default) tiles "
+                        "images too large for about 1.5 GB, 0 never")
     o = dreaming.add_argument_group("running")
     o.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
     o.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
@@ -153,6 +177,7 @@ def build_parser():
     p.add_argument("--prototxt", metavar="PATH", help="the deploy.prototxt (default: the built-in GoogLeNet one)")
     p.add_argument("-o", "--output", metavar="DIR", help="where to write the model (default: the user cache)")
     p.set_defaults(run=run_convert)
+    _add_explore_commands(sub, model)
     return parser
 
 
@@ -186,13 +211,64 @@ def _float_in(low, high):
     return parse
 
 
+def _end_spec(text):
+    """LAYER or LAYER:WEIGHT -> (layer, weight or None)."""
+    name, sep, weight = text.rpartition(":")
+    if not sep:
+        return text, None
+    try:
+        value = float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT, not {text!r}") from None
+    if not np.isfinite(value) or not name:
+        raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT with a finite weight, not {text!r}")
+    return name, value
+
+
+class _EndAction(argparse.Action):
+    """--end, repeatable: args.ends collects the (layer, weight) pairs; args.end is the last layer.
+
+    (Parsed here rather than by type=, which argparse would also apply to the default.)
+    """
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        try:
+            name, weight = _end_spec(value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        namespace.ends = (namespace.ends or []) + [(name, weight)]
+        namespace.end = name
+
+
+def _channel_list(text):
+    try:
+        channels = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected channel numbers such as 139 or 3,17, not {text!r}") from None
+    if not channels or min(channels) < 0:
+        raise argparse.ArgumentTypeError(f"expected channel numbers of at least 0, not {text!r}")
+    return channels
+
+
+def _tile(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected auto, 0 (no tiles) or a tile size in pixels, not {text!r}")
+    return value
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def run_dream(args):
     _check_output_file(args.output, _inputs(args))
-    img, net, end, objective = _prepare(args)
     seed = _seed(args.seed)
+    img, net, end, objective = _prepare(args, seed)
     _say_device(net, args.quiet)
     with Progress(args.octaves * args.iters, label="dream", enabled=False if args.quiet else None) as bar:
         result = dream.deepdream(net, img, objective=objective, rng=np.random.RandomState(seed),
@@ -209,9 +285,9 @@ def run_zoom(args):
         if Path(args.gif).suffix.lower() not in images.ANIMATION_FORMATS:
             raise UsageError(f"unknown animation extension for {args.gif}; use .gif or .webp")
         _check_output_file(args.gif, _inputs(args), check_format=False)
-    img, net, end, objective = _prepare(args)
     # A resumed animation keeps the seed its first run drew, so the frames chain up.
     seed = _seed(args.seed if args.seed is not None else _seed_of_frames(out_dir))
+    img, net, end, objective = _prepare(args, seed)
     _say_device(net, args.quiet)
     todo = len(dream.missing_frames(out_dir, args.frames))
     with Progress(todo * args.octaves * args.iters, label="zoom", enabled=False if args.quiet else None) as bar:
@@ -246,25 +322,295 @@ def run_convert(args):
     return 0
 
 
+# --------------------------------------------------------------------------- gallery, classify, census
+
+
+EXPLORE_EXAMPLES = f"""\
+examples:
+  {PROG} gallery photo.jpg -o sheet.png --iters 5 --seed 0     one dream per layer, on a contact sheet
+  {PROG} gallery -o sheet.png --ends conv2/3x3,inception_4c/output --size 240x180
+  {PROG} classify photo.jpg --top 5                            what GoogLeNet's classifier sees
+  {PROG} census --noise 20 --end inception_4c/output --chart census.png --csv census.csv
+  {PROG} census --folder photos --end inception_3b/output --chart census.png
+"""
+
+
+def _add_explore_commands(sub, model):
+    """The gallery, classify and census subcommands (beyond the notebook)."""
+    dreaming = _Parser(add_help=False)
+    g = dreaming.add_argument_group("the notebook's parameters (as for `dream`)")
+    g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
+                   help="gradient steps per octave: iter_n (default: %(default)s)")
+    g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
+                   help="number of scales: octave_n (default: %(default)s)")
+    g.add_argument("--octave-scale", type=_float_above(1.0), default=1.4, metavar="F",
+                   help="size ratio between octaves: octave_scale (default: %(default)s)")
+    g.add_argument("--step-size", type=_float_above(0.0), default=1.5, metavar="F",
+                   help="normalized step size: step_size (default: %(default)s)")
+    g.add_argument("--jitter", type=_int_at_least(0), default=32, metavar="N",
+                   help="random shift in pixels per step: jitter (default: %(default)s)")
+    g.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="do not clip pixels to 0..255 between steps: clip=False")
+    g.add_argument("--seed", type=int, metavar="N",
+                   help="random seed (default: a random one, recorded in PNG output)")
+    running = _Parser(add_help=False)
+    o = running.add_argument_group("running")
+    o.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
+    o.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
+                   help="refuse larger input images (default: Pillow's decompression-bomb limit); 0: no limit")
+    labels = _Parser(add_help=False)
+    labels.add_argument("--labels", metavar="FILE",
+                        help="class names, one per line in class order (default: ImageNet's for a "
+                             "1000-class model, else 'class N')")
+    common = dict(epilog=EXPLORE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = sub.add_parser("gallery", parents=[dreaming, running, model], help="dream one image at many layers",
+                       description="Dream one image at a list of layers and lay the results out on a "
+                                   "contact sheet, each tile labeled with its layer.", **common)
+    p.add_argument("input", nargs="?", metavar="IN", help="start image; default: a built-in sky")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the contact sheet (.png, .jpg, ...)")
+    p.add_argument("--ends", type=_name_list, metavar="A,B,...",
+                   help="layers, comma-separated (default: conv2/3x3 .. inception_5b/output for "
+                        "GoogLeNet, else 8 evenly spaced layers)")
+    p.add_argument("--columns", type=_int_at_least(1), metavar="N", help="tiles per row (default: about square)")
+    p.add_argument("--size", type=_size, metavar="WxH",
+                   help="tile size (default: the image's, scaled down to fit 320x320)")
+    p.set_defaults(run=run_gallery)
+
+    p = sub.add_parser("classify", parents=[labels, model], help="the network's own top classes for an image",
+                       description="Run the network's classifier (GoogLeNet: prob) on an image, center-"
+                                   "cropped and resized to the input size the classifier takes.", **common)
+    p.add_argument("input", metavar="IMG", help="the image to classify")
+    p.add_argument("--top", type=_int_at_least(1), default=5, metavar="N",
+                   help="how many classes to list (default: %(default)s)")
+    p.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
+                   help="refuse larger input images (default: Pillow's decompression-bomb limit); 0: no limit")
+    p.set_defaults(run=run_classify)
+
+    p = sub.add_parser("census", parents=[dreaming, running, labels, model],
+                       help="what a layer makes the classifier see, over many dreams",
+                       description="Dream N start images at one layer (at the classifier's input size) and "
+                                   "tally the top-1 classes of the inputs and of the dreams.", **common)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--folder", metavar="DIR", help="dream the images in DIR (files that are not images are skipped)")
+    source.add_argument("--noise", type=_int_at_least(1), metavar="N",
+                        help="dream N uniform-noise images from --seed (the default, with N=10)")
+    p.add_argument("--end", default="inception_4c/output", metavar="LAYER",
+                   help="layer to dream at (default: %(default)s)")
+    p.add_argument("--chart", metavar="PNG", help="also draw the tally as a bar chart image")
+    p.add_argument("--csv", metavar="FILE", help="also write the tally as CSV: class, name, inputs, dreams")
+    p.set_defaults(run=run_census)
+
+
+def _name_list(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no layer names in {text!r}")
+    return names
+
+
+def _size(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 240x180, not {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be at least 1, not {text}")
+    return w, h
+
+
+def run_gallery(args):
+    _check_output_file(args.output, [args.input] if args.input else [])
+    img = _load_input(args.input, args.max_pixels)
+    net = _load_net(args)
+    ends = explore.check_ends(net, args.ends or explore.default_ends(net), *img.shape[:2],
+                              args.octaves, args.octave_scale)
+    seed = _seed(args.seed)
+    _say_device(net, args.quiet)
+    with Progress(len(ends) * args.octaves * args.iters, label="gallery",
+                  enabled=False if args.quiet else None) as bar:
+        items = explore.gallery(net, img, ends, seed=seed, progress=bar, **_explore_kwargs(args))
+    sheet = explore.contact_sheet(items, args.columns, args.size)
+    params = _explore_params(args, net, seed, layers=ends, input=_input_name(args.input),
+                             size=[int(img.shape[1]), int(img.shape[0])])
+    images.save_image(args.output, sheet, params)
+    return 0
+
+
+def run_classify(args):
+    img = _load_input(args.input, args.max_pixels)
+    net = _load_net(args)
+    classifier = _classifier(net, args.labels)
+    rows = [(str(rank), str(index), f"{p:.4f}", name)
+            for rank, (index, name, p) in enumerate(classifier.top(img, args.top), 1)]
+    _print_table(("rank", "class", "probability", "name"), rows, align=">>><")
+    return 0
+
+
+def run_census(args):
+    folder_files = _folder_files(args.folder) if args.folder else []
+    inputs = folder_files + ([args.labels] if args.labels else [])
+    for out in (args.chart, args.csv):
+        if out:
+            _check_output_file(out, inputs, check_format=out == args.chart)
+    if args.chart and args.csv and Path(args.chart).resolve() == Path(args.csv).resolve():
+        raise UsageError(f"--chart and --csv are the same file {args.csv}")
+    net = _load_net(args)
+    classifier = _classifier(net, args.labels)
+    starts = _census_starts(args, classifier.side)
+    end = dream.check_dream_size(net, args.end, classifier.side, classifier.side, args.octaves, args.octave_scale)
+    seed = _seed(args.seed)
+    n = starts if isinstance(starts, int) else len(starts)
+    if not args.quiet:
+        what = f"{n} images from {args.folder}" if args.folder else f"{n} noise images"
+        print(f"{PROG}: census of {what} at {end}, seed {seed}; {net.describe_device()}", file=sys.stderr)
+    with Progress(n * args.octaves * args.iters, label="census", enabled=False if args.quiet else None) as bar:
+        result = explore.census(net, starts, end, labels=classifier.names, seed=seed, progress=bar,
+                                **_explore_kwargs(args))
+    if args.csv:
+        with images.atomic_write(args.csv) as f:
+            f.write(result.csv_text().encode("utf-8"))
+    if args.chart:
+        chart, _ = result.chart()
+        images.save_image(args.chart, chart, _explore_params(args, net, seed, layer=end, n=n,
+                                                             source=args.folder or "noise"))
+    for line in result.table():
+        print(line)
+    return 0
+
+
+def _explore_kwargs(args):
+    return dict(iter_n=args.iters, octave_n=args.octaves, octave_scale=args.octave_scale,
+                step_size=args.step_size, jitter=args.jitter, clip=args.clip)
+
+
+def _explore_params(args, net, seed, **extra):
+    return dict(program=PROG, version=__version__, command=args.command, iterations=args.iters,
+                octaves=args.octaves, octave_scale=args.octave_scale, step_size=args.step_size,
+                jitter=args.jitter, clip=args.clip, seed=seed, model_sha1=net.sha1, **extra)
+
+
+def _input_name(path):
+    return os.path.basename(path) if path else "(built-in sky)"
+
+
+def _classifier(net, labels_path):
+    """The network's classifier with class names; a labels file of the wrong length is refused."""
+    count = explore.class_count(net)
+    labels = None
+    if labels_path:
+        try:
+            labels = explore.read_labels(labels_path)
+        except DeepDreamError as e:
+            raise UsageError(str(e)) from None
+        if len(labels) != count:
+            raise UsageError(f"labels file {labels_path} has {len(labels)} names but the classifier has {count} classes")
+    return explore.Classifier.of(net, labels)
+
+
+def _folder_files(folder):
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"folder {folder} {'is not a directory' if path.exists() else 'does not exist'}")
+    return [str(p) for p in sorted(path.iterdir()) if p.is_file()]
+
+
+def _census_starts(args, side):
+    """N (for explore.census to draw N noise images) or the folder's images, fitted to side."""
+    if not args.folder:
+        return args.noise or 10
+    starts, skipped = explore.folder_starts(args.folder, args.max_pixels, side)
+    if skipped:
+        shown = ", ".join(name for name, _ in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        note = f"skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be read as images: {shown}"
+        if not starts:  # one line: the error says what was skipped
+            raise UsageError(f"no images in folder {args.folder} ({note})")
+        print(f"{PROG}: {note}", file=sys.stderr)
+    if not starts:
+        raise UsageError(f"no images in folder {args.folder}")
+    return starts
+
+
+def _print_table(head, rows, align):
+    widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(r, align, widths)).rstrip())
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _prepare(args):
-    """Load and check everything the user gave, before any computing."""
-    img = _load_input(args.input, args.max_pixels)
+def _prepare(args, seed):
+    """Load and check everything the user gave, before any computing.
+
+    seed: the run's seed, which also draws a noise start image.
+    """
+    _check_combinations(args)
+    img = _start_image(args, seed)
     guide = _load_input(args.guide, args.max_pixels) if args.guide else None
     net = _load_net(args)
-    end = dream.check_dream_size(net, args.end, *img.shape[:2], args.octaves, args.octave_scale)
-    return img, net, end, _guide_objective(net, guide, end)
+    end = objectives.classifier_blob(net) if args.concept is not None else _end_arg(args.ends)
+    end = dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
+    return img, net, end, _objective(args, net, end, guide)
+
+
+def _check_combinations(args):
+    if args.concept is not None and (args.ends or args.channel or args.guide):
+        raise UsageError("--concept maximizes a class logit of the classifier; it takes no --end, --channel or --guide")
+    if args.labels and args.concept is None:
+        raise UsageError("--labels names the classes for --concept; give --concept too")
+    several = len(args.ends or []) > 1
+    if several and (args.channel or args.guide):
+        raise UsageError(f"--{'channel' if args.channel else 'guide'} takes one --end, not {len(args.ends)}")
+    if args.channel and args.guide:
+        raise UsageError("--channel and --guide are two objectives; give one")
+    if (args.noise or args.size) and args.input:
+        raise UsageError(f"--{'size' if args.size else 'noise'} starts from noise; give no input image {args.input}")
+
+
+def _end_arg(ends):
+    """The --end values as deepdream's end: one layer, or {layer: weight} for several (or a weighted one)."""
+    if not ends:
+        return "inception_4c/output"
+    if len(ends) == 1:
+        return ends[0][0]  # a lone weight only scales the gradient, which each step normalizes away
+    return {name: 1.0 if weight is None else weight for name, weight in ends}
+
+
+def _objective(args, net, end, guide):
+    try:
+        if args.concept is not None:
+            labels = objectives.read_labels(args.labels) if args.labels else None
+            return objectives.concept(net, args.concept, labels, end)[1]
+        if args.channel:
+            objectives.check_channels(net, end, args.channel)
+            return objectives.objective_channels(args.channel)
+    except DeepDreamError as e:
+        raise UsageError(str(e)) from None
+    return _guide_objective(net, guide, end)
+
+
+def _start_image(args, seed):
+    """The input image, the built-in sky, or (--noise, --size) seeded grey noise."""
+    if not (args.noise or args.size):
+        return _load_input(args.input, args.max_pixels)
+    w, h = args.size or (640, 480)  # the built-in sky's size
+    limit = images.Image.MAX_IMAGE_PIXELS if args.max_pixels is None else args.max_pixels
+    if limit and w * h > limit:
+        raise UsageError(f"--size {w}x{h} is {w * h:,} pixels, more than the {limit:,} allowed; "
+                         "raise --max-pixels (0: no limit)")
+    return dream.noise_image(h, w, np.random.RandomState(seed))
 
 
 def _inputs(args):
-    return [p for p in (args.input, args.guide) if p]
+    return [p for p in (args.input, args.guide, args.labels) if p]
 
 
 def _dream_kwargs(args, end):
     return dict(iter_n=args.iters, octave_n=args.octaves, octave_scale=args.octave_scale,
-                step_size=args.step_size, jitter=args.jitter, clip=args.clip, end=end)
+                step_size=args.step_size, jitter=args.jitter, clip=args.clip, end=end,
+                normalize="mean" if args.laplacian is None else "laplacian", levels=args.laplacian or 4,
+                tile=args.tile)
 
 
 def _load_input(path, max_pixels):
@@ -309,12 +655,26 @@ def _seed_of_frames(out_dir):
 
 
 def _params(args, net, end, seed, img, **extra):
+    start = "(noise)" if args.noise or args.size else os.path.basename(args.input) if args.input else "(built-in sky)"
     return dict(
-        program=PROG, version=__version__, input=os.path.basename(args.input) if args.input else "(built-in sky)",
+        program=PROG, version=__version__, input=start,
         size=[int(img.shape[1]), int(img.shape[0])], layer=end, iterations=args.iters, octaves=args.octaves,
         octave_scale=args.octave_scale, step_size=args.step_size, jitter=args.jitter, clip=args.clip,
-        guide=os.path.basename(args.guide) if args.guide else None, seed=seed, model_sha1=net.sha1, **extra,
+        guide=os.path.basename(args.guide) if args.guide else None, seed=seed, model_sha1=net.sha1,
+        **_objective_params(args), normalize="mean" if args.laplacian is None else f"laplacian:{args.laplacian}",
+        tile=args.tile, **extra,
     )
+
+
+def _objective_params(args):
+    """What the PNG records beyond the notebook's parameters, only when it was used."""
+    params = {}
+    if args.channel:
+        params["channels"] = sorted(set(args.channel))
+    if args.concept is not None:
+        params["concept"] = args.concept
+        params["labels"] = os.path.basename(args.labels) if args.labels else None
+    return params
 
 
 def _check_output_file(out, inputs, check_format=True):

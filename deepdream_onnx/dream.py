@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage as nd
 
-from . import images
+from . import images, laplacian, tiling
 from .errors import DeepDreamError, InputSizeError
 
+NORMALIZE = ("mean", "laplacian")  # make_step's step normalizations
 MEAN = np.float32([104.0, 116.0, 122.0])  # BGR, the notebook's net.transformer.mean['data']
 _BIAS = MEAN[:, np.newaxis, np.newaxis]
 
@@ -58,23 +59,33 @@ def guide_features(net, guide_img, end="inception_4c/output"):
 
 
 def make_step(net, src, step_size=1.5, end="inception_4c/output", jitter=32, clip=True,
-              objective=None, rng=None):
+              objective=None, rng=None, normalize="mean", levels=4, tile="auto",
+              memory_budget=tiling.MEMORY_BUDGET):
     """One gradient-ascent step on src (float32 3 x H x W), in place; returns src.
 
+    end: a blob, or several as a list or {blob: weight}, whose objectives add up (weighted)
+    in one run of one graph; with objective None that is sum of weight * 0.5 ||blob||^2.
     objective None is objective_L2 through net.gradient; any other objective gets dst
-    from net.vjp and its seed is pulled back without a second forward pass.
+    from net.vjp and its seed is pulled back without a second forward pass (with several
+    blobs it maps the list of dst to a list of seeds, which are scaled by the weights).
     rng is a numpy RandomState; None uses the global np.random, as the notebook does.
+
+    normalize "mean" is the notebook's src += step_size / mean|g| * g.  "laplacian"
+    first replaces g by laplacian.lap_normalize(g, levels) (TensorFlow's 2016 tutorial:
+    each Laplacian pyramid level of g scaled to RMS 1), then scales it the same way, so
+    step_size stays the mean change per pixel.
+    tile, memory_budget: see gradient(); the default computes large images tile by tile.
     """
+    _check_normalize(normalize, levels)
     rng = np.random if rng is None else rng
     ox, oy = rng.randint(-jitter, jitter + 1, 2)
     # jitter: a random shift per step, so the ascent does not lock onto the pixel grid
-    src[:] = np.roll(np.roll(src, ox, -1), oy, -2)
+    # (both axes in one np.roll: the notebook's two rolls, one temporary copy instead of two)
+    src[:] = np.roll(src, (oy, ox), (-2, -1))
 
-    if objective is None:
-        g = net.gradient(src[np.newaxis], end)[0]
-    else:
-        dst, pullback = net.vjp(src[np.newaxis], end)
-        g = pullback(objective(dst[0])[np.newaxis])[0]
+    g = gradient(net, src, end, objective, tile=tile, memory_budget=memory_budget, rng=rng)
+    if normalize == "laplacian":
+        g = laplacian.lap_normalize(g, levels)
 
     # Normalized, so step_size is the mean change per pixel whatever the layer's scale;
     # a dead layer (all-zero gradient) is skipped, since dividing by 0 would fill src with NaN.
@@ -82,22 +93,65 @@ def make_step(net, src, step_size=1.5, end="inception_4c/output", jitter=32, cli
     if g_mean > 0:
         src += step_size / g_mean * g
 
-    src[:] = np.roll(np.roll(src, -ox, -1), -oy, -2)
+    src[:] = np.roll(src, (-oy, -ox), (-2, -1))
     if clip:
         src[:] = np.clip(src, -_BIAS, 255 - _BIAS)
     return src
 
 
+def gradient(net, src, end="inception_4c/output", objective=None, tile="auto",
+             memory_budget=tiling.MEMORY_BUDGET, rng=None):
+    """d objective / d src for src float32 3 x H x W: one run, or tile by tile.
+
+    tile "auto" (default) splits src into equal tiles when one run would need more than
+    memory_budget bytes (0.66 megapixel at inception_4c/output by default), an int N into N x N
+    tiles, None or 0 never; a blob behind the classifier always goes through windows of
+    the one size it takes.  Tiled, src is rolled by a random offset drawn from rng
+    before it is cut (see deepdream_onnx.tiling); untiled, rng is not used.
+    """
+    shape = tiling.tile_shape(net, end, *src.shape[-2:], tile, memory_budget)
+    if shape is None:
+        return _batch_gradient(net, src[np.newaxis], end, objective)[0]
+    rng = np.random if rng is None else rng
+    roll = tiling.random_roll(rng, shape, src.shape[-2:], tiling.stride_of(net, end))
+    per_run = tiling.tiles_per_run(net, end, *shape, memory_budget)
+    return tiling.tiled_gradient(src, shape, lambda batch: _batch_gradient(net, batch, end, objective),
+                                 roll, per_run)
+
+
+def _batch_gradient(net, data, end, objective):
+    """The gradient for a batch (N, 3, h, w): the objective summed over the N images."""
+    if objective is None:
+        return net.gradient(data, end)
+    dst, pullback = net.vjp(data, end)
+    if isinstance(end, str):
+        return pullback(np.stack([objective(d) for d in dst]))
+    weights = list(end.values()) if isinstance(end, dict) else [1.0] * len(dst)
+    seeds = [objective([d[i] for d in dst]) for i in range(len(data))]
+    return pullback([np.float32(w) * np.stack([s[j] for s in seeds]) for j, w in enumerate(weights)])
+
+
+def _check_normalize(normalize, levels):
+    if normalize not in NORMALIZE:
+        raise DeepDreamError(f"normalize must be one of {', '.join(NORMALIZE)}, not {normalize!r}")
+    if normalize == "laplacian" and not (isinstance(levels, (int, np.integer)) and levels >= 1):
+        raise DeepDreamError(f"levels must be an integer of at least 1, not {levels!r}")
+
+
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="inception_4c/output",
-              clip=True, step_size=1.5, jitter=32, objective=None, rng=None, progress=None):
+              clip=True, step_size=1.5, jitter=32, objective=None, rng=None, progress=None,
+              normalize="mean", levels=4, tile="auto", memory_budget=tiling.MEMORY_BUDGET):
     """The notebook's deepdream: H x W x 3 RGB in, float32 H x W x 3 RGB out.
 
     The result is deprocessed but neither clipped nor rounded; with clip=False it can
     leave 0..255, and the notebook rescales only what it displays (see display_image).
     progress: None, a callable(octave, i, octave_n, iter_n) called after each step, or
     an object with update(n, status=...) such as progress.Progress.
+    end, objective, normalize, levels, tile, memory_budget: see make_step.
     """
-    end = check_dream_size(net, end, *np.shape(base_img)[:2], octave_n, octave_scale)
+    _check_normalize(normalize, levels)
+    end = check_dream_size(net, end, *np.shape(base_img)[:2], octave_n, octave_scale,
+                           tile=tile, memory_budget=memory_budget)
     octaves = [preprocess(base_img)]
     for i in range(octave_n - 1):
         octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
@@ -110,12 +164,29 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="incep
             h1, w1 = detail.shape[-2:]
             detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
         src = octave_base + detail
+        detail = None  # recomputed below; let go of it meanwhile (200 MB at 4096 x 4096)
         for i in range(iter_n):
             make_step(net, src, step_size=step_size, end=end, jitter=jitter, clip=clip,
-                      objective=objective, rng=rng)
+                      objective=objective, rng=rng, normalize=normalize, levels=levels,
+                      tile=tile, memory_budget=memory_budget)
             _report(progress, octave, i, octave_n, iter_n)
-        detail = src - octave_base
+        if octave < octave_n - 1:  # the last octave's would go unused
+            detail = src - octave_base
+    # Let go of the octaves before deprocess copies src: 350 MB for a 4096 x 4096 image.
+    del octaves, octave_base
     return deprocess(src)
+
+
+def noise_image(h, w, rng=None):
+    """A start image of seeded noise, TensorFlow's tutorial style: grey 100 + uniform [0, 1).
+
+    float32 h x w x 3 RGB; rng a numpy RandomState (None: the global np.random).
+    The noise only breaks the symmetry of a flat image; the octaves grow the rest.
+    """
+    rng = np.random if rng is None else rng
+    noise = rng.uniform(size=(h, w, 3))
+    noise += 100.0  # in place: a 4096 x 4096 start is 400 MB in float64
+    return noise.astype(np.float32)
 
 
 def octave_sizes(h, w, octave_n=4, octave_scale=1.4):
@@ -127,19 +198,44 @@ def octave_sizes(h, w, octave_n=4, octave_scale=1.4):
     return sizes
 
 
-def check_dream_size(net, end, h, w, octave_n=4, octave_scale=1.4):
-    """Resolve end and check that the smallest octave still fits it; returns the blob name.
+def resolve_end(net, end):
+    """end with canonical blob names: a name, a list of names, or {name: weight}."""
+    if isinstance(end, str):
+        return net.resolve(end)
+    names = [net.resolve(e) for e in end]
+    if not names:
+        raise DeepDreamError("no blob given for end")
+    if len(set(names)) != len(names):
+        raise DeepDreamError(f"a blob is given twice in end: {', '.join(names)}")
+    if isinstance(end, dict):
+        return {name: float(weight) for name, weight in zip(names, end.values())}
+    return names
 
+
+def check_dream_size(net, end, h, w, octave_n=4, octave_scale=1.4, tile=None,
+                     memory_budget=tiling.MEMORY_BUDGET):
+    """Resolve end and check that the smallest octave still fits it; returns the blob name
+    (or the list / dict of them, see make_step).
+
+    A blob behind the classifier is dreamt through windows of its input size, so any
+    image fits it.  tile, if given, is checked against every octave too.
     Raises UnknownBlobError or InputSizeError (one line) before any work is done.
     """
-    end = net.resolve(end)
+    end = resolve_end(net, end)
     if octave_n < 1:
         raise DeepDreamError(f"octave_n must be at least 1, not {octave_n}")
     if octave_n > 1 and not octave_scale > 1:
         raise DeepDreamError(f"octave_scale must be greater than 1, not {octave_scale}")
-    sh, sw = octave_sizes(h, w, octave_n, octave_scale)[-1]
+    sizes = octave_sizes(h, w, octave_n, octave_scale)
+    if tile is not None:
+        for oh, ow in sizes:
+            tiling.tile_shape(net, end, oh, ow, tile, memory_budget)
+    if tiling.input_window(net, end) is not None:
+        return end
+    sh, sw = sizes[-1]
     try:
-        net.check_input_size(end, sh, sw)
+        for blob in tiling.ends_of(end):
+            net.check_input_size(blob, sh, sw)
     except InputSizeError as e:
         if octave_n == 1:
             raise

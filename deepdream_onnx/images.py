@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.ndimage as nd
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import DeepDreamError
 
@@ -239,3 +239,159 @@ def default_image(h=480, w=640):
     shade = 255.0 - 25.0 * y - 45.0 * np.clip(1.4 - clouds, 0, 1)[:, :, None]  # grey thin edges
     img = sky * (1.0 - cover) + shade * cover
     return np.uint8(np.clip(np.round(img), 0, 255))
+
+
+# --------------------------------------------------------------------------- drawing: sheets, charts
+
+SHEET_GAP = 6                          # pixels around and between the tiles of a contact sheet
+SHEET_BACKGROUND = (24, 24, 24)        # dark, so the dreams' colours stand out
+SHEET_TEXT = (235, 235, 235)
+CHART_BACKGROUND = (255, 255, 255)
+CHART_TEXT = (20, 20, 20)
+CHART_COLORS = ((110, 140, 200), (235, 140, 30), (90, 170, 90), (190, 80, 160))
+
+
+def resize_image(img, width, height):
+    """img (H x W x 3, uint8 or float) resized to width x height, uint8, Lanczos."""
+    im = Image.fromarray(to_uint8(img), "RGB")
+    if im.size == (width, height):
+        return np.array(im)
+    return np.array(im.resize((int(width), int(height)), Image.Resampling.LANCZOS))
+
+
+LABEL_FONT_SIZE = 13
+
+
+def _font():
+    # Pillow's built-in font: nothing to install or ship.  Pillow >= 10.1 can scale it
+    # (with FreeType); older ones have only the small bitmap version.
+    try:
+        return ImageFont.load_default(size=LABEL_FONT_SIZE)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _text_height(draw, font):
+    box = draw.textbbox((0, 0), "Ag/_|", font=font)
+    return box[3] - min(box[1], 0)
+
+
+def _centered_y(draw, font, y, height):
+    """The y to draw a line of text at so that its ink is centered in [y, y + height)."""
+    box = draw.textbbox((0, 0), "Ag/_|", font=font)
+    return y + (height - (box[3] - box[1])) // 2 - box[1]
+
+
+def _fit_text(draw, text, font, width):
+    """text, or its head with '...' appended, so that it is at most width pixels wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..." if text else ""
+
+
+def label_height():
+    """Height in pixels of the label strip under each contact-sheet tile."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return _text_height(draw, _font()) + 6
+
+
+def sheet_geometry(count, columns, tile_width, tile_height):
+    """((width, height), boxes) of a contact sheet of count tiles in columns columns.
+
+    boxes holds, per tile in reading order, (tile_box, label_box), each (x0, y0, x1, y1)
+    with x1, y1 exclusive; the label strip lies right under its tile.
+    """
+    if count < 1 or columns < 1:
+        raise DeepDreamError("a contact sheet needs at least one tile and one column")
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    lh = label_height()
+    cell_w, cell_h = tile_width + SHEET_GAP, tile_height + lh + SHEET_GAP
+    boxes = []
+    for k in range(count):
+        x0 = SHEET_GAP + (k % columns) * cell_w
+        y0 = SHEET_GAP + (k // columns) * cell_h
+        tile = (x0, y0, x0 + tile_width, y0 + tile_height)
+        boxes.append((tile, (x0, y0 + tile_height, x0 + tile_width, y0 + tile_height + lh)))
+    return (SHEET_GAP + columns * cell_w, SHEET_GAP + rows * cell_h), boxes
+
+
+def contact_sheet(tiles, labels, columns, tile_size=None):
+    """A uint8 H x W x 3 sheet of tiles (H x W x 3 arrays), each labeled underneath.
+
+    tile_size (width, height): every tile is resized to it; None takes the first tile's
+    size.  Labels too wide for a tile are shortened with '...'.
+    """
+    tiles = list(tiles)
+    if len(labels) != len(tiles):
+        raise DeepDreamError(f"{len(tiles)} tiles but {len(labels)} labels")
+    if tile_size is None:
+        tile_size = (np.shape(tiles[0])[1], np.shape(tiles[0])[0]) if tiles else (1, 1)
+    (width, height), boxes = sheet_geometry(len(tiles), columns, *tile_size)
+    sheet = Image.new("RGB", (width, height), SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    for tile, label, (tile_box, label_box) in zip(tiles, labels, boxes):
+        sheet.paste(Image.fromarray(resize_image(tile, *tile_size)), tile_box[:2])
+        text = _fit_text(draw, str(label), font, tile_size[0] - 4)
+        draw.text((label_box[0] + 2, _centered_y(draw, font, label_box[1], label_box[3] - label_box[1])), text, fill=SHEET_TEXT, font=font)
+    return np.array(sheet)
+
+
+def bar_chart(labels, series, title=None, bar_width=360, bar_height=12):
+    """A horizontal grouped bar chart: (uint8 H x W x 3 image, bars).
+
+    labels: one per row (drawn left of the bars); series: [(name, values)], one bar per
+    row and series, in CHART_COLORS order, with a legend on top and each value written
+    after its bar.  bars lists every bar as dict(row, series, value, box) with box
+    (x0, y0, x1, y1), x1 exclusive; a 0 value has an empty box (x1 == x0) and is not drawn.
+    """
+    if not series or len(series) > len(CHART_COLORS):
+        raise DeepDreamError(f"a bar chart takes 1 to {len(CHART_COLORS)} series, not {len(series)}")
+    for name, values in series:
+        if len(values) != len(labels):
+            raise DeepDreamError(f"series {name!r} has {len(values)} values for {len(labels)} rows")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = _font()
+    th = _text_height(probe, font)
+    bar_height = max(bar_height, th)  # a bar as tall as its label, whatever the font
+    pad = 8
+    label_w = int(max([probe.textlength(str(t), font=font) for t in labels] + [0]))
+    top_value = max([max(values, default=0) for _, values in series] + [1])
+    number_w = int(probe.textlength(str(top_value), font=font))
+    legend_h = th + 2 * pad + (th + pad if title else 0)
+    row_h = len(series) * (bar_height + 2) + pad
+    x_bars = pad + label_w + pad
+    width = x_bars + bar_width + pad + number_w + pad
+    height = legend_h + len(labels) * row_h + pad
+
+    im = Image.new("RGB", (width, height), CHART_BACKGROUND)
+    draw = ImageDraw.Draw(im)
+    y = pad
+    if title:
+        draw.text((pad, y), str(title), fill=CHART_TEXT, font=font)
+        y += th + pad
+    x = x_bars
+    for k, (name, _) in enumerate(series):  # legend: a swatch and the series name
+        draw.rectangle((x, y, x + th - 1, y + th - 1), fill=CHART_COLORS[k])
+        draw.text((x + th + 4, _centered_y(draw, font, y, th)), str(name), fill=CHART_TEXT, font=font)
+        x += th + 4 + int(draw.textlength(str(name), font=font)) + 3 * pad
+
+    bars = []
+    for row, label in enumerate(labels):
+        y0 = legend_h + row * row_h
+        group_h = len(series) * (bar_height + 2)
+        draw.text((x_bars - pad - draw.textlength(str(label), font=font), _centered_y(draw, font, y0, group_h)),
+                  str(label), fill=CHART_TEXT, font=font)
+        for k, (_, values) in enumerate(series):
+            value = values[row]
+            by = y0 + k * (bar_height + 2)
+            length = int(round(bar_width * value / top_value))
+            box = (x_bars, by, x_bars + length, by + bar_height)
+            if length > 0:
+                draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=CHART_COLORS[k])
+            draw.text((box[2] + 4, _centered_y(draw, font, by, bar_height)), str(value), fill=CHART_TEXT, font=font)
+            bars.append(dict(row=row, series=k, value=value, box=box))
+    return np.array(im), bars

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepdream_onnx import dream, images, paths
+from deepdream_onnx import dream, images, objectives, paths
 
 
 def run(*args, cwd=None):
@@ -269,4 +269,87 @@ def test_zoom_output_must_be_a_directory_and_gif_a_known_format(tmp_path, photo,
     assert_one_line_error(r, match="not a directory")
     r = run("zoom", photo, "-o", tmp_path / "frames", "--frames", 2, "--gif", tmp_path / "a.mp4", *dream_args)
     assert_one_line_error(r, match=".gif")
+    assert listing(tmp_path) == ["in.png"]
+
+
+# --------------------------------------------------------------------------- beyond the notebook
+
+
+def test_dream_channels_and_several_weighted_layers(tmp_path, photo, tiny_model_dir, tiny_net):
+    base = ["--model", tiny_model_dir, "--iters", 2, "--octaves", 2, "--seed", 3, "-q"]
+    img = images.load_image(photo)
+
+    out = tmp_path / "channels.png"
+    r = run("dream", photo, "-o", out, *base, "--end", "mix/output", "--channel", "3,7", "--channel", 3)
+    assert r.returncode == 0, r.stderr
+    assert images.read_png_params(out)["channels"] == [3, 7]
+    expected = dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end="mix/output",
+                               objective=objectives.objective_channels([3, 7]), rng=np.random.RandomState(3))
+    np.testing.assert_allclose(images.load_image(out), images.to_uint8(expected), atol=1)
+
+    out = tmp_path / "several.png"
+    r = run("dream", photo, "-o", out, *base, "--end", "mix_output:1", "--end", "conv1:0.5")
+    assert r.returncode == 0, r.stderr
+    params = images.read_png_params(out)
+    assert params["layer"] == {"mix/output": 1.0, "conv1": 0.5} and "channels" not in params
+    expected = dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end={"mix/output": 1.0, "conv1": 0.5},
+                               rng=np.random.RandomState(3))
+    np.testing.assert_allclose(images.load_image(out), images.to_uint8(expected), atol=1)
+
+
+def test_dream_a_concept_from_noise_with_laplacian_steps(tmp_path, tiny_model_dir):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("tench\ngoldfish\ngreat white shark\ntiger shark\ndumbbell\n")
+    out = tmp_path / "concept.png"
+    r = run("dream", "-o", out, "--model", tiny_model_dir, "--concept", "Dumbbell", "--labels", labels,
+            "--size", "40x30", "--laplacian", 2, "--iters", 2, "--octaves", 2, "--seed", 1, "-q")
+    assert r.returncode == 0, r.stderr
+    params = images.read_png_params(out)
+    assert (params["concept"], params["labels"], params["layer"]) == ("Dumbbell", "labels.txt", "fc")
+    assert (params["input"], params["size"], params["normalize"]) == ("(noise)", [40, 30], "laplacian:2")
+    assert images.load_image(out).shape == (30, 40, 3)
+
+    r = run("dream", "-o", tmp_path / "x.png", "--model", tiny_model_dir, "--concept", "dumbel", "--labels", labels,
+            "--noise", "-q")
+    assert_one_line_error(r, match="did you mean dumbbell")
+    r = run("dream", "-o", tmp_path / "x.png", "--model", tiny_model_dir, "--concept", 9, "--noise", "-q")
+    assert_one_line_error(r, match="fc has 5 classes")
+    assert sorted(listing(tmp_path)) == ["concept.png", "labels.txt"]
+
+
+def test_dream_noise_start_is_seeded(tmp_path, dream_args):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (a, b):
+        r = run("dream", "-o", out, *dream_args, "--noise", "--size", "36x28", "--seed", 4, "-q")
+        assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == b.read_bytes()
+    assert images.load_image(a).shape == (28, 36, 3)
+
+
+def test_dream_in_tiles_equals_the_api(tmp_path, tiny_model_dir, tiny_net, tiny_end):
+    path = tmp_path / "big.png"
+    rgb = np.random.RandomState(0).randint(0, 256, (60, 80, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+    out = tmp_path / "tiled.png"
+    r = run("dream", path, "-o", out, "--model", tiny_model_dir, "--end", tiny_end, "--iters", 2, "--octaves", 2,
+            "--tile", 32, "--seed", 5, "-q")
+    assert r.returncode == 0, r.stderr
+    assert images.read_png_params(out)["tile"] == 32
+    expected = dream.deepdream(tiny_net, rgb, iter_n=2, octave_n=2, end=tiny_end, tile=32, rng=np.random.RandomState(5))
+    np.testing.assert_allclose(images.load_image(out), images.to_uint8(expected), atol=1)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--end", "mix/output", "--channel", 18], "channel 18 is out of range: mix/output has 18 channels (0-17)"),
+    (["--end", "mix/output", "--end", "conv1", "--channel", 1], "--channel takes one --end"),
+    (["--concept", "goldfish", "--end", "conv1"], "--concept"),
+    (["--end", "mix/output", "--labels", "in.png"], "--labels"),
+    (["--end", "mix/output", "--tile", 3], "smaller than"),
+    (["--end", "mix/output", "--end", "mix/outptu:2"], "did you mean"),
+    (["--end", "mix/output", "--size", "40x30"], "give no input image"),
+    (["--end", "mix/output", "--laplacian", 0], "--laplacian"),
+])
+def test_beyond_the_notebook_bad_input(tmp_path, photo, tiny_model_dir, extra, match):
+    r = run("dream", photo, "-o", tmp_path / "out.png", "--model", tiny_model_dir, "--octaves", 1, *extra)
+    assert_one_line_error(r, match=match)
     assert listing(tmp_path) == ["in.png"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.ndimage as nd
 
-from deepdream_onnx import dream
-from deepdream_onnx.errors import InputSizeError, UnknownBlobError
+from deepdream_onnx import dream, laplacian, objectives, tiling
+from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
 
 NOTEBOOK_MEAN = np.float32([104.0, 116.0, 122.0])  # the notebook's caffe.Classifier mean
 
@@ -330,3 +330,195 @@ def test_zoom_frames_resume_equals_an_uninterrupted_run(tiny_net, tiny_end, img,
     for a, b in zip(full, resumed):
         assert a.read_bytes() == b.read_bytes()
     assert sorted(p.name for p in part.iterdir()) == ["0000.png", "0001.png", "0002.png"]  # no temp files
+
+
+# --------------------------------------------------------------------------- beyond the notebook: several blobs
+
+
+def test_several_blobs_take_one_gradient_run_per_step(tiny_net, tiny_end, img):
+    net = Counting(tiny_net)
+    end = {tiny_end: 1.0, "norm1": 0.5}
+    out = dream.deepdream(net, img, iter_n=2, octave_n=2, end=end, rng=np.random.RandomState(0))
+    assert net.calls == {"forward": 0, "gradient": 4, "vjp": 0, "pullback": 0}
+    assert out.shape == img.shape and np.isfinite(out).all()
+
+
+def test_several_blobs_are_resolved_and_checked(tiny_net, tiny_end, img):
+    assert dream.check_dream_size(tiny_net, {"mix_output": 2, "conv1": 1}, *img.shape[:2], 2) == \
+        {"mix/output": 2.0, "conv1": 1.0}
+    with pytest.raises(UnknownBlobError, match="did you mean"):
+        dream.check_dream_size(tiny_net, {"mix/outptu": 1}, *img.shape[:2], 2)
+    with pytest.raises(InputSizeError, match="octave"):
+        dream.check_dream_size(tiny_net, [tiny_end, "conv1"], 8, 8, 3)
+
+
+# --------------------------------------------------------------------------- Laplacian-pyramid normalization
+
+
+def test_laplacian_levels_of_a_known_input():
+    # A constant is all low-pass; the checkerboard is the highest frequency, which the
+    # binomial kernel removes entirely ([1, 4, 6, 4, 1] . [1, -1, 1, -1, 1] = 0): one band.
+    yy, xx = np.mgrid[:24, :36]
+    checker = np.float32((-1.0) ** (yy + xx))
+    g = np.stack([5 + 2 * checker, -3 + checker, 7 + 0 * checker]).astype(np.float32)
+    levels = laplacian.lap_split(g, 3)
+    assert [lv.shape for lv in levels] == [(3, 3, 5), (3, 6, 9), (3, 12, 18), (3, 24, 36)]
+    np.testing.assert_allclose(levels[0], np.float32([5, -3, 7])[:, None, None] * np.ones((3, 3, 5)), atol=1e-5)
+    np.testing.assert_allclose(levels[1], 0, atol=1e-5)
+    np.testing.assert_allclose(levels[2], 0, atol=1e-5)
+    np.testing.assert_allclose(levels[3], g - np.float32([5, -3, 7])[:, None, None], atol=1e-5)
+
+    normalized = [laplacian.normalize_std(lv) for lv in levels]
+    for lv in (normalized[0], normalized[3]):
+        assert np.sqrt(np.mean(lv.astype(np.float64) ** 2)) == pytest.approx(1, rel=1e-5)
+    np.testing.assert_allclose(normalized[1], 0, atol=1e-4)  # zero bands stay zero, not NaN
+
+
+@pytest.mark.parametrize("shape, n", [((3, 37, 53), 4), ((3, 32, 48), 3), ((2, 5, 3), 4), ((3, 64, 64), 1)])
+def test_laplacian_merge_reproduces_the_gradient_and_normalized_levels_have_rms_1(shape, n):
+    g = np.random.RandomState(0).randn(*shape).astype(np.float32) * 1e-3
+    levels = laplacian.lap_split(g, n)
+    assert len(levels) == n + 1
+    np.testing.assert_allclose(laplacian.lap_merge(levels), g, rtol=1e-5, atol=1e-8)
+    for lv in levels:
+        assert np.sqrt(np.mean(laplacian.normalize_std(lv).astype(np.float64) ** 2)) == pytest.approx(1, rel=1e-5)
+    np.testing.assert_allclose(laplacian.lap_normalize(g, n),
+                               laplacian.lap_merge([laplacian.normalize_std(lv) for lv in levels]), rtol=1e-6)
+
+
+def test_laplacian_step_keeps_step_size_the_mean_change(tiny_net, tiny_end, img):
+    state = nb_preprocess(img)
+    src = dream.make_step(tiny_net, state.copy(), step_size=1.5, end=tiny_end, jitter=0, clip=False,
+                          normalize="laplacian", levels=3, rng=np.random.RandomState(0))
+    assert np.abs(src - state).mean() == pytest.approx(1.5, rel=1e-3)
+    plain = dream.make_step(tiny_net, state.copy(), end=tiny_end, jitter=0, clip=False, rng=np.random.RandomState(0))
+    assert not np.allclose(src, plain)
+    with pytest.raises(DeepDreamError, match="normalize"):
+        dream.deepdream(tiny_net, img, normalize="std")
+
+
+# --------------------------------------------------------------------------- noise start
+
+
+def test_noise_image_is_seeded_grey_noise():
+    a = dream.noise_image(20, 30, np.random.RandomState(1))
+    assert a.shape == (20, 30, 3) and a.dtype == np.float32
+    assert 100 <= a.min() and a.max() < 101
+    np.testing.assert_array_equal(a, dream.noise_image(20, 30, np.random.RandomState(1)))
+    assert not np.array_equal(a, dream.noise_image(20, 30, np.random.RandomState(2)))
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+@pytest.mark.parametrize("size, tile", [(160, 64), (100, 48), (64, 64), (70, 80), (97, 32)])
+def test_tile_spans_are_equal_windows_whose_owned_parts_partition_the_axis(size, tile):
+    spans = tiling.tile_spans(size, tile)
+    owned = np.zeros(size, int)
+    for start, lo, hi in spans:
+        assert 0 <= start and start + min(tile, size) <= size  # equal size, inside the image
+        assert start <= lo < hi <= start + tile
+        owned[lo:hi] += 1
+    assert (owned == 1).all()
+    assert len(spans) == -(-size // tile)
+
+
+def interior_mask(h, w, shape, roll, margin):
+    """Pixels of the unrolled image whose tile edges (in the rolled image) and image edges
+    (the wrap seam, once rolled) are at least margin away."""
+    th, tw = shape
+    mask = np.zeros((h, w), bool)
+    for y, y0, y1 in tiling.tile_spans(h, th):
+        for x, x0, x1 in tiling.tile_spans(w, tw):
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            mask[y0:y1, x0:x1] = ((yy - y >= margin) & (y + th - 1 - yy >= margin)
+                                  & (xx - x >= margin) & (x + tw - 1 - xx >= margin))
+    mask = np.roll(mask, (-roll[0], -roll[1]), (0, 1))
+    mask[:margin] = mask[-margin:] = False
+    mask[:, :margin] = mask[:, -margin:] = False
+    return mask
+
+
+@pytest.mark.parametrize("roll", [(0, 0), (16, 32), (8, 4)])
+def test_tiled_gradient_equals_the_whole_image_one_away_from_tile_borders(tiny_net, tiny_end, roll):
+    src = (np.random.RandomState(0).rand(3, 160, 192).astype(np.float32) - 0.5) * 200
+    end = tiny_net.resolve(tiny_end)
+    whole = tiny_net.gradient(src[np.newaxis], end)[0]
+    runs = []
+    tiled = tiling.tiled_gradient(src, (64, 96), lambda batch: runs.append(batch.shape) or tiny_net.gradient(batch, end),
+                                  roll=roll, per_run=2)
+    assert {s[1:] for s in runs} == {(3, 64, 96)}  # one shape for onnxruntime
+    # 16 pixels: the receptive field of mix/output is 15 pixels wide; rolls are
+    # multiples of its stride (4), so the tiles sit on the whole image's pooling grid.
+    mask = interior_mask(160, 192, (64, 96), roll, 16)
+    assert mask.mean() > 0.2
+    scale = np.abs(whole).max()
+    np.testing.assert_allclose(tiled[:, mask], whole[:, mask], rtol=1e-5, atol=1e-6 * scale)
+    assert not np.allclose(tiled, whole, rtol=1e-5, atol=1e-6 * scale)  # the borders do differ
+
+
+@pytest.mark.parametrize("roll, shape", [((12, 20), (16, 24)), ((0, 8), (40, 24)), ((4, 0), (16, 64))])
+def test_a_rolled_tiling_is_the_tiling_of_the_rolled_image_rolled_back(roll, shape):
+    src = np.random.RandomState(0).rand(2, 30, 50).astype(np.float32)
+    batch_gradient = lambda batch: batch ** 2 + batch.mean(axis=(1, 2, 3), keepdims=True)  # depends on the tile
+    expected = np.roll(tiling.tiled_gradient(np.roll(src, roll, (-2, -1)), shape, batch_gradient), (-roll[0], -roll[1]),
+                       (-2, -1))
+    np.testing.assert_array_equal(tiling.tiled_gradient(src, shape, batch_gradient, roll, per_run=3), expected)
+
+
+def test_tile_shape_auto_follows_the_memory_budget(tiny_net, tiny_end):
+    per_pixel = tiling.bytes_per_pixel(tiny_net, tiny_end)
+    assert tiling.tile_shape(tiny_net, tiny_end, 200, 300, "auto", memory_budget=200 * 300 * per_pixel) is None
+    # a little too large: two halves, not a budget-sized tile and a mostly overlapping one
+    assert tiling.tile_shape(tiny_net, tiny_end, 200, 300, "auto", memory_budget=200 * 290 * per_pixel) == (200, 152)
+    th, tw = tiling.tile_shape(tiny_net, tiny_end, 200, 300, "auto", memory_budget=100 * 100 * per_pixel)
+    assert th * tw <= 100 * 100 and th % 4 == 0 and tw % 4 == 0
+    assert (th, tw) == (100, 100)  # square tiles of at most 100 * 100 pixels
+    assert tiling.tile_shape(tiny_net, tiny_end, 200, 300, 64) == (64, 64)
+    assert tiling.tile_shape(tiny_net, tiny_end, 50, 300, 66) == (50, 64)  # rounded to the stride, clamped
+    assert tiling.tile_shape(tiny_net, tiny_end, 50, 60, 64) is None  # one tile is the whole image
+    assert tiling.tile_shape(tiny_net, tiny_end, 200, 300, 0) is None
+    assert tiling.tile_shape(tiny_net, tiny_end, 200, 300, None) is None
+    with pytest.raises(InputSizeError, match="smaller than"):
+        tiling.tile_shape(tiny_net, tiny_end, 200, 300, 3)
+    assert tiling.bytes_per_pixel(tiny_net, [tiny_end, "conv1"]) == per_pixel  # up to the deepest
+
+
+def test_tiled_dream_is_reproducible_and_moves_the_grid_every_step(tiny_net, tiny_end):
+    img = np.random.RandomState(1).randint(0, 256, (96, 120, 3)).astype(np.uint8)
+    run = lambda tile, rng: dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end, tile=tile, rng=rng)
+    rng = Recorder(0)
+    a = run(48, rng)
+    # per step: the jitter, then the tiles' roll in strides (48 / 4 = 12 per axis)
+    assert rng.calls == [(-32, 33, 2), (0, [12, 12], None)] * 4
+    np.testing.assert_array_equal(a, run(48, np.random.RandomState(0)))
+    assert not np.array_equal(a, run(None, np.random.RandomState(0)))
+    # tiles as large as the image are no tiles: the notebook's step, the same draws
+    np.testing.assert_array_equal(run(200, np.random.RandomState(0)), run(None, np.random.RandomState(0)))
+
+
+def test_a_windowed_blob_gets_its_input_size_and_pads_small_images(tiny_net):
+    assert tiling.input_window(tiny_net, "fc") == (8, 8)
+    assert tiling.input_window(tiny_net, "mix/output") is None
+    assert tiling.tile_shape(tiny_net, "fc", 100, 100, None) == (8, 8)  # whatever tile says
+    src = np.random.RandomState(0).randn(3, 5, 6).astype(np.float32) * 50
+    seed = np.zeros((1, 5), np.float32)
+    seed[0, 1] = 1
+    g = dream.gradient(tiny_net, src, "fc", objectives.objective_class(1))
+    padded = np.zeros((1, 3, 8, 8), np.float32)
+    padded[0, :, 1:6, 1:7] = src
+    np.testing.assert_allclose(g, tiny_net.gradient(padded, "fc", seed)[0, :, 1:6, 1:7], rtol=1e-6)
+
+
+def test_concept_dream_raises_the_class_logit_over_the_window_grid(tiny_net):
+    end, objective = objectives.concept(tiny_net, 2)
+    base = dream.noise_image(24, 40, np.random.RandomState(0))
+    out = dream.deepdream(tiny_net, base, iter_n=4, octave_n=2, end=end, objective=objective, step_size=1.0,
+                          jitter=4, rng=np.random.RandomState(0))
+
+    def mean_logit(img):  # the objective on every 8x8 window at stride 8
+        src = dream.preprocess(img)
+        windows = np.stack([src[:, y:y + 8, x:x + 8] for y in range(0, 17, 8) for x in range(0, 33, 8)])
+        return tiny_net.forward(windows, end)[:, 2].mean()
+
+    assert out.shape == base.shape and mean_logit(out) > mean_logit(base)
