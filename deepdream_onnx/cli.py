@@ -15,6 +15,7 @@ import numpy as np
 from . import __version__, download, dream, explore, images, objectives, paths
 from .convert import convert
 from .errors import DeepDreamError, InputSizeError, UnknownBlobError
+from .labels import read_labels
 from .progress import Progress
 from .runtime import load
 
@@ -105,16 +106,7 @@ def build_parser():
                    help="layer to maximize (default: %(default)s; see `layers`; '_' may stand for '/'); "
                         "repeat it for several layers at once, each 0.5 ||layer||^2 times WEIGHT (default 1)")
     dreaming.set_defaults(ends=None)
-    g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
-                   help="gradient steps per octave: iter_n (default: %(default)s)")
-    g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
-                   help="number of scales: octave_n (default: %(default)s)")
-    g.add_argument("--octave-scale", type=_float_above(1.0), default=1.4, metavar="F",
-                   help="size ratio between octaves: octave_scale (default: %(default)s)")
-    g.add_argument("--step-size", type=_float_above(0.0), default=1.5, metavar="F",
-                   help="normalized step size: step_size (default: %(default)s)")
-    g.add_argument("--jitter", type=_int_at_least(0), default=32, metavar="N",
-                   help="random shift in pixels per step: jitter (default: %(default)s)")
+    _add_step_params(g)
     g.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 between steps: clip=False (dream saves "
                         "the image rescaled as the notebook shows it: 99.98th percentile -> 255)")
@@ -140,11 +132,7 @@ def build_parser():
     b.add_argument("--tile", type=_tile, default="auto", metavar="auto|0|N",
                    help="compute the gradient in N x N tiles, bounding memory: auto (default) tiles "
                         "images too large for about 1.5 GB, 0 never")
-    o = dreaming.add_argument_group("running")
-    o.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
-    o.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
-                   help="refuse larger input images (default: Pillow's decompression-bomb limit, "
-                        f"{images.Image.MAX_IMAGE_PIXELS:,}); 0 means no limit")
+    _add_running_params(dreaming.add_argument_group("running"))
 
     p = sub.add_parser("dream", parents=[dreaming, model], help="dream on one image",
                        description="Run the notebook's deepdream() on one image.",
@@ -180,6 +168,27 @@ def build_parser():
     _add_explore_commands(sub, model)
     return parser
 
+
+
+def _add_step_params(g):
+    """The notebook's deepdream() arguments, one flag each."""
+    g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
+                   help="gradient steps per octave: iter_n (default: %(default)s)")
+    g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
+                   help="number of scales: octave_n (default: %(default)s)")
+    g.add_argument("--octave-scale", type=_float_above(1.0), default=1.4, metavar="F",
+                   help="size ratio between octaves: octave_scale (default: %(default)s)")
+    g.add_argument("--step-size", type=_float_above(0.0), default=1.5, metavar="F",
+                   help="normalized step size: step_size (default: %(default)s)")
+    g.add_argument("--jitter", type=_int_at_least(0), default=32, metavar="N",
+                   help="random shift in pixels per step: jitter (default: %(default)s)")
+
+
+def _add_running_params(g):
+    g.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
+    g.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
+                   help="refuse larger input images (default: Pillow's decompression-bomb limit, "
+                        f"{images.Image.MAX_IMAGE_PIXELS:,}); 0 means no limit")
 
 def _int_at_least(low):
     def parse(text):
@@ -339,25 +348,13 @@ def _add_explore_commands(sub, model):
     """The gallery, classify and census subcommands (beyond the notebook)."""
     dreaming = _Parser(add_help=False)
     g = dreaming.add_argument_group("the notebook's parameters (as for `dream`)")
-    g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
-                   help="gradient steps per octave: iter_n (default: %(default)s)")
-    g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
-                   help="number of scales: octave_n (default: %(default)s)")
-    g.add_argument("--octave-scale", type=_float_above(1.0), default=1.4, metavar="F",
-                   help="size ratio between octaves: octave_scale (default: %(default)s)")
-    g.add_argument("--step-size", type=_float_above(0.0), default=1.5, metavar="F",
-                   help="normalized step size: step_size (default: %(default)s)")
-    g.add_argument("--jitter", type=_int_at_least(0), default=32, metavar="N",
-                   help="random shift in pixels per step: jitter (default: %(default)s)")
+    _add_step_params(g)
     g.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 between steps: clip=False")
     g.add_argument("--seed", type=int, metavar="N",
                    help="random seed (default: a random one, recorded in PNG output)")
     running = _Parser(add_help=False)
-    o = running.add_argument_group("running")
-    o.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
-    o.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
-                   help="refuse larger input images (default: Pillow's decompression-bomb limit); 0: no limit")
+    _add_running_params(running.add_argument_group("running"))
     labels = _Parser(add_help=False)
     labels.add_argument("--labels", metavar="FILE",
                         help="class names, one per line in class order (default: ImageNet's for a "
@@ -500,7 +497,7 @@ def _classifier(net, labels_path):
     labels = None
     if labels_path:
         try:
-            labels = explore.read_labels(labels_path)
+            labels = read_labels(labels_path)
         except DeepDreamError as e:
             raise UsageError(str(e)) from None
         if len(labels) != count:
@@ -549,7 +546,7 @@ def _prepare(args, seed):
     img = _start_image(args, seed)
     guide = _load_input(args.guide, args.max_pixels) if args.guide else None
     net = _load_net(args)
-    end = objectives.classifier_blob(net) if args.concept is not None else _end_arg(args.ends)
+    end = objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends)
     end = dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
     return img, net, end, _objective(args, net, end, guide)
 
@@ -580,7 +577,7 @@ def _end_arg(ends):
 def _objective(args, net, end, guide):
     try:
         if args.concept is not None:
-            labels = objectives.read_labels(args.labels) if args.labels else None
+            labels = read_labels(args.labels) if args.labels else None
             return objectives.concept(net, args.concept, labels, end)[1]
         if args.channel:
             objectives.check_channels(net, end, args.channel)

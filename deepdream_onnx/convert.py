@@ -17,6 +17,7 @@ import onnx
 from . import __version__
 from .caffe_reader import read_caffemodel, read_prototxt
 from .errors import DeepDreamError
+from .labels import read_labels
 from .export import KINDS, end_models, forward_model
 from .network import blob_geometry, build_network
 from .onnx_forward import build_forward
@@ -72,25 +73,6 @@ def _check_destination(out_dir, inputs):
     for path in inputs:
         if resolved in Path(path).resolve().parents:
             raise DeepDreamError(f"{path} is inside the output directory {out_dir}; choose another output directory")
-
-
-def read_labels(path):
-    """Class names from a text file, one per line (surrounding blanks and trailing empty lines dropped)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise DeepDreamError(
-            f"cannot read labels file {path} ({why}); pass a text file with one class name per line") from None
-    names = [line.strip() for line in text.splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    if not names:
-        raise DeepDreamError(f"labels file {path} is empty; pass a text file with one class name per line")
-    if "" in names:
-        raise DeepDreamError(
-            f"labels file {path} has an empty line {names.index('') + 1}; give one class name per line")
-    return names
 
 
 def _check_labels(names, path, network):

@@ -10,13 +10,13 @@ randomness comes only from seeds or RandomStates passed in.
 import csv
 import io
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from . import dream, images
 from .errors import DeepDreamError, InputSizeError
+from .labels import class_names
 
 # A spread from low-level textures to object parts, as GoogLeNet's layer names go.
 GOOGLENET_GALLERY = (
@@ -197,35 +197,6 @@ def fit_square(img, side):
     return images.resize_image(np.asarray(img)[top:top + s, left:left + s], side, side)
 
 
-def read_labels(path):
-    """Class names from a text file, one per line in class-index order (blank lines skipped)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise DeepDreamError(f"cannot read labels file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise DeepDreamError(f"labels file {path} is not UTF-8 text") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def imagenet_labels():
-    """The 1000 ImageNet class names shipped with the package, in GoogLeNet's index order."""
-    text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def class_names(count, labels=None):
-    """count class names: labels (a list) if given, else the ImageNet names when the model
-    has 1000 classes, else "class N".  Given labels of another length are an error."""
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != count:
-            raise DeepDreamError(f"the labels have {len(labels)} names but the classifier has {count} classes")
-        return labels
-    names = imagenet_labels()
-    return names if len(names) == count else [f"class {i}" for i in range(count)]
-
-
 def class_count(net):
     """Number of classes of the network's classifier."""
     return int(net.blob_info[net.blobs.index(classifier_blob(net)[0])]["channels"])
@@ -245,7 +216,7 @@ class Classifier:
     def of(cls, net, labels=None):
         blob, is_probability = classifier_blob(net)
         return cls(net, blob, is_probability, classifier_input_size(net, blob),
-                   class_names(class_count(net), labels))
+                   class_names(class_count(net), net.labels if labels is None else labels))
 
     def probabilities(self, img):
         """Class probabilities (float64, sum 1) of img, fitted to side x side."""

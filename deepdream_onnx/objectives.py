@@ -13,11 +13,11 @@ GoogLeNet); the classifier takes only ~224 x 224 inputs, so the recipe takes its
 on a grid of windows of that size (see deepdream_onnx.tiling).
 """
 
-from importlib import resources
 
 import numpy as np
 
 from .errors import DeepDreamError, close_matches
+from .labels import imagenet_labels
 
 
 def l2_value(dst, weights=None):
@@ -93,29 +93,7 @@ def check_channels(net, end, channels):
 # --------------------------------------------------------------------------- concepts
 
 
-def imagenet_labels():
-    """The 1000 ImageNet class names of BVLC GoogLeNet, in index order."""
-    text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
-    return text.splitlines()
-
-
-def read_labels(path):
-    """Class names from a text file, one a line, in index order (trailing blank lines dropped)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f.read().splitlines()]
-    except OSError as e:
-        raise DeepDreamError(f"cannot read labels file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise DeepDreamError(f"labels file {path} is not UTF-8 text") from None
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        raise DeepDreamError(f"{path} lists no class names")
-    return lines
-
-
-def classifier_blob(net):
+def logits_blob(net):
     """The blob holding the class logits: the output of the network's last InnerProduct layer."""
     tensors = {b["tensor"]: b["name"] for b in net.manifest["blobs"]}
     for layer in reversed(net.manifest["layers"]):
@@ -157,13 +135,13 @@ def class_index(concept, labels):
 def concept(net, which, labels=None, end=None):
     """(end, objective) that dream the class which: a name or an index.
 
-    end: the logits blob, by default classifier_blob(net) (GoogLeNet's loss3/classifier).
+    end: the logits blob, by default logits_blob(net) (GoogLeNet's loss3/classifier).
     labels: the class names in index order, by default the ImageNet ones; names are
     looked up only if the labels are as many as the blob's channels.
     """
-    end = net.resolve(end) if end is not None else classifier_blob(net)
+    end = net.resolve(end) if end is not None else logits_blob(net)
     count = next(b["channels"] for b in net.blob_info if b["name"] == end)
-    labels = imagenet_labels() if labels is None else list(labels)
+    labels = (net.labels or imagenet_labels()) if labels is None else list(labels)
     by_index = isinstance(which, (int, np.integer)) or str(which).strip().isdigit()
     if by_index:
         index = int(which)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepdream_onnx import dream, explore, images
+from deepdream_onnx import dream, explore, images, labels
 from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
 from test_cli import assert_one_line_error, listing, run
 
@@ -121,7 +121,7 @@ def test_class_names_fallback_and_wrong_count(tiny_net, img):
         f"class {i}" for i, _, _ in explore.classify(tiny_net, img, top=5)]
     with pytest.raises(DeepDreamError, match="3 names but the classifier has 5"):
         explore.classify(tiny_net, img, labels=LABELS[:3])
-    assert explore.class_names(1000)[:2] == ["tench", "goldfish"]
+    assert labels.class_names(1000)[:2] == ["tench", "goldfish"]
 
 
 def test_googlenet_classifier_and_gallery_layers(googlenet_net):
@@ -129,7 +129,7 @@ def test_googlenet_classifier_and_gallery_layers(googlenet_net):
     assert explore.default_ends(googlenet_net) == list(explore.GOOGLENET_GALLERY)
     photo = np.random.RandomState(1).randint(0, 256, (200, 300, 3)).astype(np.uint8)
     top = explore.classify(googlenet_net, photo, top=3)
-    assert len(top) == 3 and all(name == explore.imagenet_labels()[i] for i, name, _ in top)
+    assert len(top) == 3 and all(name == labels.imagenet_labels()[i] for i, name, _ in top)
 
 
 # --------------------------------------------------------------------------- census

@@ -5,7 +5,7 @@ one run; concept names."""
 import numpy as np
 import pytest
 
-from deepdream_onnx import dream, objectives
+from deepdream_onnx import dream, objectives, labels
 from deepdream_onnx.errors import DeepDreamError
 
 
@@ -147,14 +147,14 @@ def test_class_index_misses_say_what_to_do():
 
 
 def test_imagenet_labels_ship_with_the_package():
-    labels = objectives.imagenet_labels()
-    assert len(labels) == 1000 and labels[0] == "tench"
-    assert objectives.class_index("dumbbell", labels) == 543
-    assert labels[objectives.class_index("Dumbbell", labels)] == "dumbbell"
+    names = labels.imagenet_labels()
+    assert len(names) == 1000 and names[0] == "tench"
+    assert objectives.class_index("dumbbell", names) == 543
+    assert names[objectives.class_index("Dumbbell", names)] == "dumbbell"
 
 
 def test_concept_on_the_tiny_net(tiny_net):
-    assert objectives.classifier_blob(tiny_net) == "fc"
+    assert objectives.logits_blob(tiny_net) == "fc"
     end, objective = objectives.concept(tiny_net, "tiger", labels=LABELS)
     assert (end, objective.index) == ("fc", 3)
     assert objectives.concept(tiny_net, 2)[1].index == 2
@@ -167,6 +167,6 @@ def test_concept_on_the_tiny_net(tiny_net):
 def test_read_labels(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("a\nb b\n\n")
-    assert objectives.read_labels(path) == ["a", "b b"]
+    assert labels.read_labels(path) == ["a", "b b"]
     with pytest.raises(DeepDreamError, match="cannot read labels file"):
-        objectives.read_labels(tmp_path / "nope.txt")
+        labels.read_labels(tmp_path / "nope.txt")
