@@ -1,0 +1,720 @@
+"""Time DeepDream's gradient step on GoogLeNet with onnxruntime, optionally against PyTorch.
+
+    python scripts/benchmark.py [--model DIR|CAFFEMODEL] [--caffemodel PATH] [--image PATH]
+        [--end inception_4c/output] [--repeats 5] [--device auto|cpu|cuda] [--threads N]
+        [--compare-torch] [--skip-dream] [--markdown]
+
+At each octave size the recipe produces (scipy.ndimage.zoom by 1/1.4, order=1, 4 octaves)
+it times, as medians of --repeats runs after 2 warm-up runs (reported too: the first runs
+at a new size page-fault), one L2 gradient step (net.gradient), a forward pass
+(net.forward) and a custom-objective step (net.vjp and its pullback).  It counts the convolution FLOPs of a step, measures the machine's sgemm
+peak, and times the full default dream in a fresh process (wall time and peak memory).
+--compare-torch builds the same network in PyTorch from the same weights, checks that
+its gradient equals ours, and times the same work.
+
+Without --model it uses the default converted model, else a random-weight GoogLeNet
+written by tests/caffe_builder.py (timings do not depend on weight values).
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import scipy.ndimage as nd
+
+from deepdream_onnx import convert
+from deepdream_onnx.dream import deepdream, preprocess
+from deepdream_onnx.errors import DeepDreamError, ModelNotFoundError
+from deepdream_onnx.images import default_image, load_image
+from deepdream_onnx.network import propagate
+from deepdream_onnx.paths import find_model
+from deepdream_onnx.runtime import Net, _geometry_network
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGE = REPO.parent / "shared" / "data" / "sky1024px.jpg"
+SAMPLE_SIZE = (575, 1024)  # (h, w) of the notebook's sky1024px.jpg
+OCTAVE_N, OCTAVE_SCALE, DREAM_STEPS = 4, 1.4, 10
+WARMUP = 2
+SGEMM_N = 2048
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="converted model directory or .caffemodel (default: the default "
+                                    "converted model, else a random-weight GoogLeNet)")
+    p.add_argument("--caffemodel", help="the .caffemodel a --model DIR was converted from, for "
+                                        "--compare-torch (default: the converted model's own weights)")
+    p.add_argument("--image", help=f"start image (default: {SAMPLE_IMAGE} if present, else a generated "
+                                    f"{SAMPLE_SIZE[1]}x{SAMPLE_SIZE[0]} image)")
+    p.add_argument("--end", default="inception_4c/output", help="blob to dream at (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=usable_cores(),
+                   help="threads for onnxruntime, BLAS and torch (default: usable cores, %(default)s)")
+    p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
+    p.add_argument("--skip-dream", action="store_true", help="skip timing the full dream")
+    p.add_argument("--markdown", action="store_true", help="also print a Markdown table for the README")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1:
+        p.error("--repeats and --threads must be at least 1")
+    return args
+
+
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# --- model, net and image --------------------------------------------------------------
+
+class BenchNet(Net):
+    """A Net whose onnxruntime sessions use a given number of threads.
+
+    Net leaves the thread count to onnxruntime (one per physical core) and builds its
+    sessions in Net._session; this sets intra_op_num_threads on the options it makes there.
+    """
+
+    def __init__(self, model_dir, device="auto", threads=0):
+        super().__init__(model_dir, device=device)
+        self.threads = threads
+
+    def _session(self, *args, **kwargs):
+        make_options = ort.SessionOptions
+
+        def options():
+            o = make_options()
+            o.intra_op_num_threads = self.threads
+            return o
+
+        ort.SessionOptions = options
+        try:
+            return super()._session(*args, **kwargs)
+        finally:
+            ort.SessionOptions = make_options
+
+
+def prepare_model(model, workdir):
+    """(converted model dir, caffemodel it came from or None, one line saying which model)."""
+    if model is not None and Path(model).is_file():
+        return convert(model, workdir / "model"), Path(model), f"{model} (converted into a temporary directory)"
+    if model is not None:
+        return find_model(model), None, str(model)
+    try:
+        default = find_model()
+        return default, None, f"{default} (the default converted model)"
+    except ModelNotFoundError:
+        pass
+    sys.path.insert(0, str(REPO / "tests"))
+    import caffe_builder
+
+    caffemodel = workdir / "googlenet-random.caffemodel"
+    caffe_builder.write_caffemodel(caffemodel, caffe_builder.googlenet_spec(), fmt="v1", snapshot="train", seed=0)
+    note = ("no converted model found: a random-weight GoogLeNet (tests/caffe_builder.py, seed 0), "
+            "converted into a temporary directory; timings do not depend on weight values")
+    return convert(caffemodel, workdir / "model"), caffemodel, note
+
+
+def prepare_image(path):
+    """(H x W x 3 uint8 RGB, one line saying which image)."""
+    if path is not None:
+        img = load_image(path)
+        return img, f"{path} ({img.shape[1]}x{img.shape[0]})"
+    if SAMPLE_IMAGE.is_file():
+        img = load_image(SAMPLE_IMAGE)
+        return img, f"{SAMPLE_IMAGE} ({img.shape[1]}x{img.shape[0]}, the notebook's sample)"
+    h, w = SAMPLE_SIZE
+    return default_image(h, w), f"generated sky ({w}x{h}; {SAMPLE_IMAGE} not found)"
+
+
+def octave_inputs(img):
+    """The recipe's octave images as (1, 3, H, W) float32, smallest first (the order the dream runs)."""
+    octaves = [preprocess(img)]
+    for _ in range(OCTAVE_N - 1):
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / OCTAVE_SCALE, 1.0 / OCTAVE_SCALE), order=1))
+    return [o[np.newaxis] for o in octaves[::-1]]
+
+
+# --- machine ------------------------------------------------------------------------------
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_lines(net, threads):
+    provider = "CUDAExecutionProvider" if net.device == "cuda" else "CPUExecutionProvider"
+    return [
+        f"machine: {cpu_model()}, {os.cpu_count()} logical cores ({usable_cores()} usable); "
+        f"{platform.system()} {platform.machine()}; Python {platform.python_version()}",
+        f"onnxruntime {ort.__version__} ({provider}), numpy {np.__version__}; threads {threads}",
+    ]
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+def needed_layers(layers, tensor):
+    """Indices of the layers tensor depends on, in network order."""
+    wanted, needed = {tensor}, []
+    for i in reversed(range(len(layers))):
+        if wanted.intersection(layers[i].outputs):
+            needed.append(i)
+            wanted.update(layers[i].inputs)
+    return needed[::-1]
+
+
+def conv_flops(geometry, h, w, tensor):
+    """(forward, input-gradient) FLOPs of the convolutions tensor depends on, at h x w.
+
+    A convolution's input gradient (a transposed convolution) costs what its forward
+    does; it is needed wherever the convolution's input depends on the data.
+    """
+    shapes = propagate(geometry, h, w, end=tensor)
+    on_data = {geometry.input}
+    for layer in geometry.layers:
+        if on_data.intersection(layer.inputs):
+            on_data.update(layer.outputs)
+    forward = backward = 0
+    for i in needed_layers(geometry.layers, tensor):
+        layer = geometry.layers[i]
+        if layer.type != "Convolution":
+            continue
+        p = layer.params
+        cout, hout, wout = shapes[layer.outputs[0]]
+        cin = shapes[layer.inputs[0]][0]
+        flops = 2 * cout * (cin // p["group"]) * p["kernel"][0] * p["kernel"][1] * hout * wout
+        forward += flops
+        backward += flops if layer.inputs[0] in on_data else 0
+    return forward, backward
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+def time_calls(fn, repeats, warmup=WARMUP):
+    """(the warm-up runs' times, the median of the timed runs after them) in seconds."""
+    times = []
+    for _ in range(warmup + repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times[:warmup], statistics.median(times[warmup:])
+
+
+def custom_step(net, x, end):
+    dst, pullback = net.vjp(x, end)
+    return pullback(dst)
+
+
+def prime_sessions(net, end):
+    """Create the l2/fwd/bwd sessions on the blob's minimum-size input; returns seconds."""
+    h, w = next(b["min_size"] for b in net.blob_info if b["name"] == end)
+    x = np.zeros((1, 3, h, w), np.float32)
+    t = time.perf_counter()
+    net.gradient(x, end)
+    net.forward(x, end)
+    custom_step(net, x, end)
+    return time.perf_counter() - t, (h, w)
+
+
+def bench_size(net, x, end, repeats):
+    """Timings (seconds) of the three kinds of call at x's size."""
+    r = {}
+    r["step_warmup"], r["step"] = time_calls(lambda: net.gradient(x, end), repeats)
+    r["fwd_warmup"], r["fwd"] = time_calls(lambda: net.forward(x, end), repeats)
+    r["custom_warmup"], r["custom"] = time_calls(lambda: custom_step(net, x, end), repeats)
+    return r
+
+
+SGEMM_CODE = """
+import json, statistics, sys, time
+import numpy as np
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.RandomState(0)
+a, b = rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32)
+times = []
+for _ in range(2 + repeats):
+    t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)
+print(json.dumps(2 * n ** 3 / statistics.median(times[2:]) / 1e9))
+"""
+
+
+def numpy_sgemm_gflops(threads, repeats):
+    """Median GFLOP/s of a float32 n^3 numpy matmul, in a process whose BLAS has `threads` threads."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", SGEMM_CODE, str(SGEMM_N), str(repeats)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def torch_sgemm_gflops(torch, repeats):
+    a, b = torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N)
+    _, median = time_calls(lambda: torch.mm(a, b), repeats)
+    return 2 * SGEMM_N ** 3 / median / 1e9
+
+
+# --- the full dream, in a fresh process ----------------------------------------------------
+
+def dream_child(spec):
+    """Run in a spawned process: set up, dream once, report times and this process's peak RSS."""
+    t = time.perf_counter()
+    net = BenchNet(spec["model_dir"], device=spec["device"], threads=spec["threads"])
+    end = net.resolve(spec["end"])
+    if spec["torch"] is None:
+        prime_sessions(net, end)
+    else:
+        net = make_torch_net(net, spec["torch"]["weights"], spec["threads"], spec["torch"]["channels_last"])[0]
+    setup = time.perf_counter() - t
+    t = time.perf_counter()
+    deepdream(net, spec["image"], iter_n=DREAM_STEPS, octave_n=OCTAVE_N, octave_scale=OCTAVE_SCALE, end=end,
+              rng=np.random.RandomState(0))
+    wall = time.perf_counter() - t
+    return {"setup": setup, "wall": wall, "peak_mb": peak_rss_mb()}
+
+
+def peak_rss_mb():
+    """This process's peak resident memory, from /proc/self/status VmHWM where there is one.
+
+    Not getrusage's ru_maxrss in a child: Linux carries it over fork and exec, so a child
+    started by a large parent reports at least the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_dream(spec):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(dream_child, (spec,))
+
+
+# --- PyTorch -------------------------------------------------------------------------------
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise DeepDreamError("--compare-torch needs PyTorch: pip install torch (the [bench] extra)") from None
+    return torch
+
+
+def weighted_layers(net, weights):
+    """The net's layers with their weights, from a caffemodel or else the converted model's forward.onnx."""
+    if weights is not None:
+        from deepdream_onnx.caffe_reader import read_caffemodel
+        from deepdream_onnx.network import build_network
+
+        network = build_network(read_caffemodel(weights))
+        if net.sha1 and network.source_sha1 != net.sha1:
+            raise DeepDreamError(f"{weights} is not the caffemodel {net.model_dir} was converted from (sha1 differs)")
+        return network.layers
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(net.model_dir / net.manifest["forward"]))
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    layers = []
+    for layer in _geometry_network(net.manifest).layers:
+        found = tuple(arrays[n] for n in (f"{layer.name}/weight", f"{layer.name}/bias") if n in arrays)
+        layers.append(replace(layer, weights=found))
+    return layers
+
+
+def torch_module(torch, layer):
+    """The PyTorch module computing one Caffe layer."""
+    nn, p = torch.nn, layer.params
+    if layer.type == "Convolution":
+        w = layer.weights[0]
+        conv = nn.Conv2d(w.shape[1] * p["group"], p["num_output"], tuple(p["kernel"]), stride=tuple(p["stride"]),
+                         padding=tuple(p["pad"]), dilation=tuple(p["dilation"]), groups=p["group"],
+                         bias=p["bias_term"])
+        conv.weight.data = torch.from_numpy(np.array(w, np.float32))
+        if p["bias_term"]:
+            conv.bias.data = torch.from_numpy(np.array(layer.weights[1], np.float32))
+        return conv
+    if layer.type == "ReLU":
+        return nn.ReLU()
+    if layer.type == "Pooling":
+        if p.get("global_pooling"):
+            return nn.AdaptiveMaxPool2d(1) if p["pool"] == "MAX" else nn.AdaptiveAvgPool2d(1)
+        args = dict(kernel_size=tuple(p["kernel"]), stride=tuple(p["stride"]), padding=tuple(p["pad"]), ceil_mode=True)
+        return nn.MaxPool2d(**args) if p["pool"] == "MAX" else nn.AvgPool2d(count_include_pad=True, **args)
+    if layer.type == "LRN":
+        return nn.LocalResponseNorm(p["local_size"], alpha=p["alpha"], beta=p["beta"], k=p["k"])
+    if layer.type == "Concat":
+        return Concat(torch, p.get("axis", 1))
+    if layer.type == "InnerProduct":
+        w = np.array(layer.weights[0].T if p.get("transpose") else layer.weights[0], np.float32)
+        linear = nn.Linear(w.shape[1], w.shape[0], bias=p["bias_term"])
+        linear.weight.data = torch.from_numpy(w)
+        if p["bias_term"]:
+            linear.bias.data = torch.from_numpy(np.array(layer.weights[1], np.float32))
+        return nn.Sequential(nn.Flatten(), linear)
+    if layer.type == "Softmax":
+        return nn.Softmax(dim=p.get("axis", 1))
+    raise DeepDreamError(f"no PyTorch equivalent for layer {layer.name!r} of type {layer.type}")
+
+
+class Concat:
+    """torch.cat as a callable layer (Concat has no parameters, so no nn.Module is needed)."""
+
+    def __init__(self, torch, axis):
+        self.cat, self.axis = torch.cat, axis
+
+    def __call__(self, *xs):
+        return self.cat(xs, self.axis)
+
+
+class TorchGoogLeNet:
+    """The inference layers in PyTorch; run(x, tensor) computes only what tensor needs,
+    dropping each intermediate after its last use."""
+
+    def __init__(self, torch, layers, input_name):
+        self.torch, self.layers, self.input = torch, layers, input_name
+        self.modules = [torch_module(torch, layer) for layer in layers]
+        for m in self.modules:
+            if isinstance(m, torch.nn.Module):
+                m.requires_grad_(False)  # gradients for the input only, as ours
+        self._plans = {}
+
+    def to(self, **kwargs):
+        for m in self.modules:
+            if isinstance(m, self.torch.nn.Module):
+                m.to(**kwargs)
+        return self
+
+    def run(self, x, tensor, routing=None):
+        """tensor's value for input x; with routing (a PoolRouting), max-pools pick what ours pick."""
+        values = {self.input: x}
+        for i, done in self._plan(tensor):
+            layer, module = self.layers[i], self.modules[i]
+            inputs = [values[t] for t in layer.inputs]
+            if routing is not None and isinstance(module, self.torch.nn.MaxPool2d):
+                values[layer.outputs[0]] = routing.max_pool(self.torch, module, inputs[0], layer.inputs[0])
+            else:
+                values[layer.outputs[0]] = module(*inputs)
+            for t in done:
+                del values[t]
+        return values[tensor]
+
+    def _plan(self, tensor):
+        if tensor not in self._plans:
+            order = needed_layers(self.layers, tensor)
+            last = {t: i for i in order for t in self.layers[i].inputs}
+            self._plans[tensor] = [(i, [t for t in set(self.layers[i].inputs) if last[t] == i]) for i in order]
+        return self._plans[tensor]
+
+
+class PoolRouting:
+    """Our activations at the max-pool inputs, to make PyTorch's max-pools pick the elements ours pick.
+
+    Both route a window's gradient to its first maximum, but where the largest values of a
+    window are tied or within the last bit in which the two frameworks' convolutions
+    round differently, they pick different elements; a few such windows out of millions
+    move the gradient by more than 1e-3.  Counts the windows whose pick differs.
+    """
+
+    def __init__(self, values):
+        self.values, self.windows, self.differing = values, 0, 0
+
+    def max_pool(self, torch, pool, x, name):
+        args = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding, ceil_mode=True,
+                    return_indices=True)
+        _, ours = torch.nn.functional.max_pool2d(torch.from_numpy(self.values[name]).to(x.device), **args)
+        _, own = torch.nn.functional.max_pool2d(x.detach(), **args)
+        self.windows += ours.numel()
+        self.differing += int((ours != own).sum())
+        return x.flatten(2).gather(2, ours.flatten(2)).view(ours.shape)
+
+
+def max_pool_inputs(layers):
+    return [layer.inputs[0] for layer in layers
+            if layer.type == "Pooling" and layer.params["pool"] == "MAX" and not layer.params.get("global_pooling")]
+
+
+def ort_tensors(net, names, data):
+    """Our forward values of the network's tensors `names`, from forward.onnx cut down to them.
+
+    Cut down, not just given other outputs: onnxruntime runs the nodes no output needs
+    too, and dies (SIGFPE) in the 7x7 average pool of an input smaller than 224x224.
+    """
+    import onnx
+    from deepdream_onnx.onnx_graph import prune
+
+    model = onnx.load(str(net.model_dir / net.manifest["forward"]))
+    nodes = prune(list(model.graph.node), names)
+    del model.graph.node[:], model.graph.output[:]
+    model.graph.node.extend(nodes)
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(list(names), {net.manifest["input"]: data})))
+
+
+class TorchNet:
+    """The Net interface deepdream() uses, run by PyTorch; numpy in, numpy out like Net."""
+
+    def __init__(self, torch, model, net, device, channels_last):
+        self.torch, self.model, self.device = torch, model, device
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean, self.blob_info, self.blobs = net.mean, net.blob_info, net.blobs
+        self.resolve, self.check_input_size = net.resolve, net.check_input_size
+        self._tensors = _geometry_network(net.manifest).blobs
+        model.to(device=device, memory_format=self.format)
+
+    def _input(self, data):
+        x = self.torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        return x.to(device=self.device).contiguous(memory_format=self.format)
+
+    def _numpy(self, t):
+        return t.detach().contiguous().cpu().numpy()
+
+    def forward(self, data, end):
+        with self.torch.inference_mode():
+            return self._numpy(self.model.run(self._input(data), self._tensors[self.resolve(end)]))
+
+    def gradient(self, data, end, seed=None, routing=None):
+        if seed is not None:
+            _, pullback = self.vjp(data, end)
+            return pullback(seed)
+        x = self._input(data).requires_grad_()
+        a = self.model.run(x, self._tensors[self.resolve(end)], routing)
+        (0.5 * (a * a).sum()).backward()
+        return self._numpy(x.grad)
+
+    def vjp(self, data, end):
+        x = self._input(data).requires_grad_()
+        a = self.model.run(x, self._tensors[self.resolve(end)])
+
+        def pullback(seed):
+            seed = self.torch.from_numpy(np.ascontiguousarray(seed, dtype=np.float32)).to(self.device)
+            return self._numpy(self.torch.autograd.grad(a, x, seed.contiguous(memory_format=self.format))[0])
+
+        return self._numpy(a), pullback
+
+
+def make_torch_net(net, weights, threads, channels_last):
+    """(TorchNet, torch) for the same network and weights as net."""
+    torch = import_torch()
+    torch.set_num_threads(threads)
+    device = "cuda" if net.device == "cuda" and torch.cuda.is_available() else "cpu"
+    model = TorchGoogLeNet(torch, weighted_layers(net, weights), net.manifest["input"])
+    return TorchNet(torch, model, net, device, channels_last), torch
+
+
+def relative_error(ours, theirs):
+    return float(np.linalg.norm(ours - theirs) / max(np.linalg.norm(ours), 1e-30))
+
+
+def check_torch(net, tnet, x, end, pool_inputs):
+    """Print how far PyTorch's forward and gradient are from ours at x's size; returns the larger error.
+
+    The gradient is compared as it is and with PyTorch's max-pools routed by our
+    activations (see PoolRouting), which must agree.  pool_inputs: our values at the
+    max-pool inputs for x.  On a mismatch every blob up to end is compared (fresh sessions each).
+    """
+    fwd_err = relative_error(net.forward(x, end), tnet.forward(x, end))
+    ours = net.gradient(x, end)
+    raw_err = relative_error(ours, tnet.gradient(x, end))
+    routing = PoolRouting(pool_inputs)
+    grad_err = relative_error(ours, tnet.gradient(x, end, routing=routing))
+    ok = max(fwd_err, grad_err) < 1e-3
+    print(f"torch check ({'channels_last' if tnet.format != tnet.torch.contiguous_format else 'NCHW'}) at "
+          f"{size_name(x)}: relative L2 error of {end} {fwd_err:.1e}; of the gradient {grad_err:.1e} "
+          f"({'OK' if ok else 'MISMATCH'}, limit 1e-3) with max-pools picking what ours pick, "
+          f"{raw_err:.1e} as is ({routing.differing} of {routing.windows} max-pool windows pick another "
+          f"element when PyTorch picks by its own activations)")
+    if not ok:
+        for blob in net.blobs[:net.blobs.index(end) + 1]:
+            fresh = type(net)(net.model_dir, device=net.device, threads=net.threads)
+            f = relative_error(fresh.forward(x, blob), tnet.forward(x, blob))
+            g = relative_error(fresh.gradient(x, blob), tnet.gradient(x, blob, routing=PoolRouting(pool_inputs)))
+            print(f"  {blob:40s} forward {f:.1e}  gradient {g:.1e}{'  <--' if max(f, g) >= 1e-3 else ''}")
+    return max(fwd_err, grad_err)
+
+
+def bench_torch_size(tnet, x, end, repeats):
+    _, step = time_calls(lambda: tnet.gradient(x, end), repeats)
+    _, fwd = time_calls(lambda: tnet.forward(x, end), repeats)
+    return {"step": step, "fwd": fwd}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def size_name(x):
+    return f"{x.shape[-1]}x{x.shape[-2]}"
+
+
+def print_results(rows, peak):
+    print("\nper octave, in the order the dream runs them (size W x H; ms; each a median, then its two "
+          "warm-up runs: the first runs at a new size page-fault)")
+    print(f"{'size':>9} {'step':>7} {'1st/2nd':>11} {'fwd':>6} {'1st/2nd':>11} {'custom':>7} {'1st/2nd':>11} "
+          f"{'cust/L2':>7} {'GFLOP':>6} {'GFLOP/s':>7} {'%peak':>6} {'fwd GF/s':>8}")
+    for r in rows:
+        gflop = (r["flops_fwd"] + r["flops_bwd"]) / 1e9
+        rate = gflop / r["step"]
+        print(f"{r['size']:>9} {r['step'] * 1e3:7.0f} {warmups(r['step_warmup']):>11} {r['fwd'] * 1e3:6.0f} "
+              f"{warmups(r['fwd_warmup']):>11} {r['custom'] * 1e3:7.0f} {warmups(r['custom_warmup']):>11} "
+              f"{r['custom'] / r['step']:7.2f} {gflop:6.1f} {rate:7.1f} {100 * rate / peak:5.1f}% "
+              f"{r['flops_fwd'] / 1e9 / r['fwd']:8.1f}")
+    steady = sum(r["step"] for r in rows) * DREAM_STEPS
+    print(f"{DREAM_STEPS} steps per octave at these medians: {steady:.1f} s, the dream's steady-state compute")
+
+
+def warmups(times):
+    return "/".join(f"{t * 1e3:.0f}" for t in times)
+
+
+def print_torch_results(rows):
+    print("\nPyTorch, same sizes (ms, medians); ours/torch > 1 means onnxruntime is slower")
+    print(f"{'size':>9} {'NCHW step':>10} {'NHWC step':>10} {'NCHW fwd':>9} {'NHWC fwd':>9} "
+          f"{'ours/torch step':>15} {'ours/torch fwd':>14}")
+    for r in rows:
+        t = r["torch"]
+        print(f"{r['size']:>9} {t['nchw']['step'] * 1e3:10.1f} {t['nhwc']['step'] * 1e3:10.1f} "
+              f"{t['nchw']['fwd'] * 1e3:9.1f} {t['nhwc']['fwd'] * 1e3:9.1f} "
+              f"{r['step'] / best(t, 'step'):15.2f} {r['fwd'] / best(t, 'fwd'):14.2f}")
+
+
+def best(torch_times, kind):
+    return min(torch_times["nchw"][kind], torch_times["nhwc"][kind])
+
+
+def print_markdown(rows, peak):
+    print("\n| size | step ms | fwd ms | custom/L2 | GFLOP | GFLOP/s | % sgemm peak | torch step ms | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        gflop = (r["flops_fwd"] + r["flops_bwd"]) / 1e9
+        rate = gflop / r["step"]
+        torch_step = f"{best(r['torch'], 'step') * 1e3:.0f}" if "torch" in r else "–"
+        ratio = f"{r['step'] / best(r['torch'], 'step'):.2f}" if "torch" in r else "–"
+        print(f"| {r['size']} | {r['step'] * 1e3:.0f} | {r['fwd'] * 1e3:.0f} | {r['custom'] / r['step']:.2f} | "
+              f"{gflop:.1f} | {rate:.1f} | {100 * rate / peak:.0f}% | {torch_step} | {ratio} |")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="deepdream-bench-") as workdir:
+            run(args, Path(workdir))
+    except DeepDreamError as err:
+        print(f"benchmark: {err}", file=sys.stderr)
+        return 1
+    print(f"\nbenchmark took {time.perf_counter() - started:.0f} s; this process's peak RSS {peak_rss_mb():.0f} MB; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+def run(args, workdir):
+    torch = import_torch() if args.compare_torch else None  # fail early, before any work
+    model_dir, caffemodel, model_note = prepare_model(args.model, workdir)
+    weights = Path(args.caffemodel) if args.caffemodel else caffemodel
+    net = BenchNet(model_dir, device=args.device, threads=args.threads)
+    end = net.resolve(args.end)
+    img, image_note = prepare_image(args.image)
+    inputs = octave_inputs(img)
+    geometry = _geometry_network(net.manifest)
+    for x in inputs:
+        net.check_input_size(end, *x.shape[2:])
+
+    print("deepdream-onnx benchmark (the machine may be shared: numbers can be noisy)")
+    print("\n".join(machine_lines(net, args.threads)))
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"model: {model_note}")
+    print(f"image: {image_note}")
+    print(f"end: {end}; octaves: {', '.join(size_name(x) for x in inputs)} (W x H); "
+          f"{args.repeats} timed runs per measurement after {WARMUP} warm-up runs")
+    setup, min_size = prime_sessions(net, end)
+    print(f"session setup (first call of the l2, fwd and bwd graphs, on a {min_size[1]}x{min_size[0]} input): "
+          f"{setup:.2f} s")
+
+    peak_np = numpy_sgemm_gflops(args.threads, args.repeats)
+    peak = peak_np
+    line = f"sgemm {SGEMM_N}^3 float32: numpy {peak_np:.1f} GFLOP/s"
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+        peak_torch = torch_sgemm_gflops(torch, args.repeats)
+        peak = max(peak, peak_torch)
+        line += f", torch.mm {peak_torch:.1f} GFLOP/s (torch {torch.__version__})"
+    print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
+
+    tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
+    rows = []
+    for x in inputs:  # PyTorch right after ours at each size, so both see the same load
+        row = {"size": size_name(x), **bench_size(net, x, end, args.repeats)}
+        row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
+        if tnets:
+            row["torch"] = {fmt: bench_torch_size(tnet, x, end, args.repeats) for fmt, tnet in tnets.items()}
+        rows.append(row)
+    print_results(rows, peak)
+    channels_last = True
+    if tnets:
+        print_torch_results(rows)
+        channels_last = rows[-1]["torch"]["nhwc"]["step"] <= rows[-1]["torch"]["nchw"]["step"]
+
+    if not args.skip_dream:
+        report_dream(model_dir, img, end, args, weights, channels_last, torch is not None)
+
+    if args.markdown:
+        print_markdown(rows, peak)
+
+
+def torch_nets(net, weights, args, end, x):
+    """{"nchw": TorchNet, "nhwc": TorchNet} for the same network, checked against ours at x's size.
+
+    Raises DeepDreamError if PyTorch does not compute what we do.
+    """
+    source = weights or net.model_dir / net.manifest["forward"]
+    print(f"\nPyTorch: the same network built layer by layer, weights from {source}")
+    tnets = {fmt: make_torch_net(net, weights, args.threads, fmt == "nhwc")[0] for fmt in ("nchw", "nhwc")}
+    layers = tnets["nchw"].model.layers
+    needed = [layers[i] for i in needed_layers(layers, _geometry_network(net.manifest).blobs[end])]
+    pool_inputs = ort_tensors(net, max_pool_inputs(needed), x)
+    ref = type(net)(net.model_dir, device=net.device, threads=net.threads)  # so net's first runs stay first
+    for fmt, tnet in tnets.items():
+        if check_torch(ref, tnet, x, end, pool_inputs) >= 1e-3:
+            raise DeepDreamError(f"PyTorch ({fmt}) does not compute our gradient (see above); "
+                                 "timings would compare different work")
+    return tnets
+
+
+def report_dream(model_dir, img, end, args, weights, channels_last, with_torch):
+    spec = {"model_dir": str(model_dir), "device": args.device, "threads": args.threads, "image": img,
+            "end": end, "torch": None}
+    ours = measure_dream(spec)
+    print(f"\nfull dream ({OCTAVE_N} octaves x {DREAM_STEPS} steps, {end}, RandomState(0)), each in a fresh process:")
+    print(f"  onnxruntime: {ours['wall']:.1f} s (setup before it, load + sessions: {ours['setup']:.1f} s); "
+          f"peak RSS of that process {ours['peak_mb']:.0f} MB")
+    if with_torch:
+        spec["torch"] = {"weights": str(weights) if weights else None, "channels_last": channels_last}
+        theirs = measure_dream(spec)
+        print(f"  PyTorch ({'channels_last' if channels_last else 'NCHW'}): {theirs['wall']:.1f} s "
+              f"(setup {theirs['setup']:.1f} s); peak RSS {theirs['peak_mb']:.0f} MB; "
+              f"ours/torch {ours['wall'] / theirs['wall']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
