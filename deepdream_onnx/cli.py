@@ -160,10 +160,17 @@ def build_parser():
     p.set_defaults(run=run_layers)
 
     p = sub.add_parser("convert", help="download BVLC GoogLeNet and convert it to ONNX",
-                       description="Fetch the BVLC GoogLeNet caffemodel (unless --caffemodel) and convert it.")
-    p.add_argument("--caffemodel", metavar="PATH", help="use this .caffemodel instead of downloading it")
-    p.add_argument("--prototxt", metavar="PATH", help="the deploy.prototxt (default: the built-in GoogLeNet one)")
+                       description="Fetch the BVLC GoogLeNet caffemodel (unless --caffemodel) and convert it: "
+                                   "ONNX forward and gradient graphs for every blob.")
+    p.add_argument("--caffemodel", metavar="PATH",
+                   help="convert this .caffemodel instead (any Caffe classification net of supported layers)")
+    p.add_argument("--prototxt", metavar="PATH",
+                   help="a deploy .prototxt giving the structure (default: rebuilt from the caffemodel alone)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="class names, one per line in class order, stored with the model (default: "
+                        "ImageNet's names for 1000-class models)")
     p.add_argument("-o", "--output", metavar="DIR", help="where to write the model (default: the user cache)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_convert)
     _add_explore_commands(sub, model)
     return parser
@@ -324,9 +331,15 @@ def run_convert(args):
         raise UsageError(f"cannot read {args.caffemodel}: no such file")
     if args.prototxt and not Path(args.prototxt).is_file():
         raise UsageError(f"cannot read {args.prototxt}: no such file")
-    caffemodel = args.caffemodel or download.fetch_caffemodel()
+    if args.labels and not Path(args.labels).is_file():
+        raise UsageError(f"cannot read {args.labels}: no such file")
+    caffemodel = args.caffemodel or download.fetch_caffemodel(progress=False if args.quiet else None)
     out_dir = Path(args.output) if args.output else paths.default_model_dir()
-    written = convert(caffemodel, out_dir, prototxt=args.prototxt)
+    with Progress(None, label="converting", enabled=False if args.quiet else None) as bar:
+        def progress(done, total, blob):
+            bar.total = total
+            bar.update(1, status=blob)
+        written = convert(caffemodel, out_dir, prototxt=args.prototxt, labels=args.labels, progress=progress)
     print(f"{PROG}: converted model written to {written}", file=sys.stderr)
     return 0
 

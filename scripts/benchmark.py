@@ -78,32 +78,6 @@ def usable_cores():
 
 # --- model, net and image --------------------------------------------------------------
 
-class BenchNet(Net):
-    """A Net whose onnxruntime sessions use a given number of threads.
-
-    Net leaves the thread count to onnxruntime (one per physical core) and builds its
-    sessions in Net._session; this sets intra_op_num_threads on the options it makes there.
-    """
-
-    def __init__(self, model_dir, device="auto", threads=0):
-        super().__init__(model_dir, device=device)
-        self.threads = threads
-
-    def _session(self, *args, **kwargs):
-        make_options = ort.SessionOptions
-
-        def options():
-            o = make_options()
-            o.intra_op_num_threads = self.threads
-            return o
-
-        ort.SessionOptions = options
-        try:
-            return super()._session(*args, **kwargs)
-        finally:
-            ort.SessionOptions = make_options
-
-
 def prepare_model(model, workdir):
     """(converted model dir, caffemodel it came from or None, one line saying which model)."""
     if model is not None and Path(model).is_file():
@@ -273,7 +247,7 @@ def torch_sgemm_gflops(torch, repeats):
 def dream_child(spec):
     """Run in a spawned process: set up, dream once, report times and this process's peak RSS."""
     t = time.perf_counter()
-    net = BenchNet(spec["model_dir"], device=spec["device"], threads=spec["threads"])
+    net = Net(spec["model_dir"], device=spec["device"], threads=spec["threads"])
     end = net.resolve(spec["end"])
     if spec["torch"] is None:
         prime_sessions(net, end)
@@ -632,7 +606,7 @@ def run(args, workdir):
     torch = import_torch() if args.compare_torch else None  # fail early, before any work
     model_dir, caffemodel, model_note = prepare_model(args.model, workdir)
     weights = Path(args.caffemodel) if args.caffemodel else caffemodel
-    net = BenchNet(model_dir, device=args.device, threads=args.threads)
+    net = Net(model_dir, device=args.device, threads=args.threads)
     end = net.resolve(args.end)
     img, image_note = prepare_image(args.image)
     inputs = octave_inputs(img)
