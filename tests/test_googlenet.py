@@ -5,6 +5,7 @@ import pytest
 
 import caffe_builder
 import caffe_reference as ref
+from samples import image, relative_error
 from deepdream_onnx.caffe_reader import read_caffemodel
 from deepdream_onnx.errors import InputSizeError, UnknownBlobError
 from deepdream_onnx.network import build_network
@@ -16,18 +17,6 @@ DEPLOY_BLOBS = [t for layer in caffe_builder.googlenet_spec().layers if layer.on
 @pytest.fixture(scope="module")
 def network(googlenet_caffemodel):
     return build_network(read_caffemodel(googlenet_caffemodel))
-
-
-def image(height, width, seed=0):
-    """A BGR mean-subtracted image-like input: smooth structure plus pixel noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    smooth = 60 * np.sin(xx / 9.0 + rng.uniform(0, 6, (3, 1, 1))) * np.cos(yy / 13.0)
-    return (smooth + 20 * rng.standard_normal((3, height, width)))[None].astype(np.float32)
-
-
-def relative_error(actual, expected):
-    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
 
 def test_blobs_are_the_deploy_nets_in_order(googlenet_net):

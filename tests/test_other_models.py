@@ -15,6 +15,7 @@ import pytest
 
 import caffe_builder
 import caffe_reference as ref
+from samples import image, relative_error
 import deepdream_onnx
 from deepdream_onnx import dream
 from deepdream_onnx.caffe_reader import read_caffemodel
@@ -52,18 +53,6 @@ MODELS = {
         l2=["inception_3b/5x5_reduce", "inception_4c/output"], classifier="loss3/classifier", classes=205,
         dream_end="inception_4c/output"),
 }
-
-
-def image(height, width, seed=0):
-    """A BGR mean-subtracted image-like input: smooth structure plus pixel noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    smooth = 60 * np.sin(xx / 9.0 + rng.uniform(0, 6, (3, 1, 1))) * np.cos(yy / 13.0)
-    return (smooth + 20 * rng.standard_normal((3, height, width)))[None].astype(np.float32)
-
-
-def relative_error(actual, expected):
-    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
