@@ -65,6 +65,9 @@ def parse_args(argv):
                    help="threads for onnxruntime, BLAS and torch (default: usable cores, %(default)s)")
     p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
     p.add_argument("--skip-dream", action="store_true", help="skip timing the full dream")
+    p.add_argument("--big", type=int, default=4096, metavar="N",
+                   help="also dream an N x N image (one step, tiled gradients) and print its peak memory; "
+                        "0 skips it (default: %(default)s, about a minute)")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table for the README")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
@@ -255,7 +258,9 @@ def dream_child(spec):
         net = make_torch_net(net, spec["torch"]["weights"], spec["threads"], spec["torch"]["channels_last"])[0]
     setup = time.perf_counter() - t
     t = time.perf_counter()
-    deepdream(net, spec["image"], iter_n=DREAM_STEPS, octave_n=OCTAVE_N, octave_scale=OCTAVE_SCALE, end=end,
+    image = spec["image"] if spec.get("big") is None else default_image(spec["big"], spec["big"])
+    steps = (DREAM_STEPS, OCTAVE_N) if spec.get("big") is None else (1, 1)
+    deepdream(net, image, iter_n=steps[0], octave_n=steps[1], octave_scale=OCTAVE_SCALE, end=end,
               rng=np.random.RandomState(0))
     wall = time.perf_counter() - t
     return {"setup": setup, "wall": wall, "peak_mb": peak_rss_mb()}
@@ -651,6 +656,8 @@ def run(args, workdir):
 
     if not args.skip_dream:
         report_dream(model_dir, img, end, args, weights, channels_last, torch is not None)
+    if args.big:
+        report_big(model_dir, end, args)
 
     if args.markdown:
         print_markdown(rows, peak)
@@ -688,6 +695,14 @@ def report_dream(model_dir, img, end, args, weights, channels_last, with_torch):
         print(f"  PyTorch ({'channels_last' if channels_last else 'NCHW'}): {theirs['wall']:.1f} s "
               f"(setup {theirs['setup']:.1f} s); peak RSS {theirs['peak_mb']:.0f} MB; "
               f"ours/torch {ours['wall'] / theirs['wall']:.2f}")
+
+
+def report_big(model_dir, end, args):
+    spec = {"model_dir": str(model_dir), "device": args.device, "threads": args.threads, "image": None,
+            "end": end, "torch": None, "big": args.big}
+    big = measure_dream(spec)
+    print(f"\n{args.big}x{args.big} dream (1 octave x 1 step, tiled gradients, {end}), in a fresh process: "
+          f"{big['wall']:.1f} s; peak RSS {big['peak_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
