@@ -141,3 +141,31 @@ def test_vjp_keeps_its_own_copy_of_the_input(googlenet_net):
     dst, pullback = googlenet_net.vjp(x, "inception_3a/output")
     x[:] = 0
     np.testing.assert_allclose(pullback(dst), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_one_hot_pixel_lands_where_caffe_puts_it(googlenet_net, network):
+    # A wrong pad or stride in conv1 or pool1 moves the response: the positions must match.
+    x = np.zeros((1, 3, 61, 67), np.float32)
+    x[0, 1, 30, 41] = 100.0
+    tensors = ref.forward(network, x.astype(np.float64), end="pool1/3x3_s2")
+    for blob in ("conv1/7x7_s2", "pool1/3x3_s2"):
+        ours = googlenet_net.forward(x, blob)
+        bias_only = googlenet_net.forward(np.zeros_like(x), blob)
+        expected = tensors[blob] - ref.forward(network, np.zeros(x.shape), end=network.blobs[blob])[blob]
+        np.testing.assert_array_equal(np.abs(ours - bias_only).sum(axis=1)[0] > 1e-4,
+                                      np.abs(expected).sum(axis=1)[0] > 1e-4, err_msg=blob)
+
+
+def test_one_hot_seed_pulls_back_onto_its_receptive_field(googlenet_net, network):
+    x = image(97, 131, seed=13)
+    tensor = network.blobs["inception_3a/output"]
+    tensors = ref.forward(network, x.astype(np.float64), end=tensor)
+    seed = np.zeros(tensors[tensor].shape, np.float32)
+    seed[0, 17, 5, 9] = 1.0
+    expected = ref.backward(network, tensors, tensor, seed.astype(np.float64))
+    actual = googlenet_net.gradient(x, "inception_3a/output", seed=seed)
+    footprint = np.abs(expected).sum(axis=1)[0] > 0
+    rows, cols = np.nonzero(footprint)
+    assert 0 < rows.min() and cols.max() < x.shape[3] - 1   # the field lies inside the image
+    np.testing.assert_array_equal(np.abs(actual).sum(axis=1)[0] > 0, footprint)
+    assert relative_error(actual, expected) < 1e-5
