@@ -4,6 +4,7 @@ Sessions are created on first use per (end blob, model kind) and kept by the Net
 """
 
 import ctypes
+import difflib
 import ctypes.util
 import json
 import os
@@ -15,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from .errors import DeepDreamError, UnknownBlobError, close_matches
+from .errors import DeepDreamError, UnknownBlobError
 from .export import end_models
 from .gradient import GRADIENT, WEIGHTS, seed_names
 from .network import Layer, Network, propagate
@@ -99,9 +100,10 @@ class Net:
             return end
         if end in self._aliases:
             return self._aliases[end]
-        raise UnknownBlobError(
-            f"unknown blob {end!r}{close_matches(end, self.blobs + list(self._aliases))} "
-            "(`deepdream-onnx layers` lists them)")
+        # Compare in one spelling ('_' for '/'), suggest the canonical names.
+        near = difflib.get_close_matches(end.replace("/", "_"), list(self._aliases), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(self._aliases[a] for a in near)}?" if near else ""
+        raise UnknownBlobError(f"unknown blob {end!r}{hint} (`deepdream-onnx layers` lists them)")
 
     def check_input_size(self, end, height, width):
         """Raise InputSizeError if a height x width input cannot reach blob end."""
