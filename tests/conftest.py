@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-# The test helpers (caffe_builder, caffe_reference, onnx_check) live beside the tests.
+# The test helpers (caffe_builder, caffe_reference, onnx_check, samples) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
 import caffe_builder  # noqa: E402
@@ -13,11 +13,16 @@ import caffe_builder  # noqa: E402
 import deepdream_onnx  # noqa: E402
 
 
+def _caffemodel(tmp_path_factory, name, spec):
+    """A caffemodel with random weights, saved like the 2014 file (V1 format, TRAIN snapshot)."""
+    path = tmp_path_factory.mktemp(name) / f"{name}.caffemodel"
+    caffe_builder.write_caffemodel(path, spec, fmt="v1", snapshot="train", seed=0)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_caffemodel(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "tiny.caffemodel"
-    caffe_builder.write_caffemodel(path, caffe_builder.tiny_spec(), fmt="v1", snapshot="train", seed=0)
-    return path
+    return _caffemodel(tmp_path_factory, "tiny", caffe_builder.tiny_spec())
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +42,8 @@ def tiny_end():
 
 @pytest.fixture(scope="session")
 def googlenet_caffemodel(tmp_path_factory):
-    """A 53 MB GoogLeNet with random weights, saved like the 2014 file (V1, TRAIN snapshot)."""
-    path = tmp_path_factory.mktemp("googlenet") / "bvlc_googlenet.caffemodel"
-    caffe_builder.write_caffemodel(path, caffe_builder.googlenet_spec(), fmt="v1", snapshot="train", seed=0)
-    return path
+    """A 53 MB GoogLeNet generated from the published architecture table."""
+    return _caffemodel(tmp_path_factory, "bvlc_googlenet", caffe_builder.googlenet_spec())
 
 
 @pytest.fixture(scope="session")
