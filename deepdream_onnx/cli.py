@@ -1,4 +1,4 @@
-"""The deepdream-onnx command line: dream, zoom, layers, convert.
+"""The deepdream-onnx command line: dream, zoom, layers, convert (and cli_explore's gallery, classify, census).
 
 Every check that can fail on the user's input (files, output paths, layer name, image
 size) runs before any computing, and every error is one line on stderr.
@@ -6,20 +6,20 @@ size) runs before any computing, and every error is one line on stderr.
 
 import argparse
 import os
-import secrets
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, download, dream, explore, images, objectives, paths
+from . import __version__, download, dream, images, objectives, paths
 from .convert import convert
 from .errors import DeepDreamError, InputSizeError, UnknownBlobError
 from .labels import read_labels
 from .progress import Progress
-from .runtime import load
-
-PROG = "deepdream-onnx"
+from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
+                         check_output_file, float_in, int_at_least, load_input, load_net, new_seed, say_device,
+                         size_arg)
+from .cli_explore import add_explore_commands
 
 EXAMPLES = f"""\
 examples:
@@ -35,15 +35,6 @@ examples:
   {PROG} zoom photo.jpg -o frames --frames 100 --gif zoom.gif
   {PROG} layers                                   the layers you can pass to --end
 """
-
-
-class UsageError(DeepDreamError):
-    """A problem with the command line or the input files: exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error
-        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv=None):
@@ -84,21 +75,21 @@ def _print_error(e):
 
 
 def build_parser():
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Google's 2015 DeepDream notebook on the original BVLC GoogLeNet, run by ONNX Runtime.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    model = _Parser(add_help=False)
+    model = Parser(add_help=False)
     model.add_argument("--model", metavar="DIR|CAFFEMODEL",
                        help="a converted model directory or a .caffemodel (default: the one `convert` wrote)")
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="where to run the network (default: auto, CUDA if available)")
 
-    dreaming = _Parser(add_help=False)
+    dreaming = Parser(add_help=False)
     dreaming.add_argument("input", nargs="?", metavar="IN",
                           help="start image (any format Pillow reads); default: a built-in sky")
     g = dreaming.add_argument_group("the notebook's parameters")
@@ -106,7 +97,7 @@ def build_parser():
                    help="layer to maximize (default: %(default)s; see `layers`; '_' may stand for '/'); "
                         "repeat it for several layers at once, each 0.5 ||layer||^2 times WEIGHT (default 1)")
     dreaming.set_defaults(ends=None)
-    _add_step_params(g)
+    add_step_params(g)
     g.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 between steps: clip=False (dream saves "
                         "the image rescaled as the notebook shows it: 99.98th percentile -> 255)")
@@ -123,16 +114,16 @@ def build_parser():
                         "is enough) or an index 0-999")
     b.add_argument("--labels", metavar="FILE",
                    help="class names for --concept, one per line in class order (default: ImageNet's)")
-    b.add_argument("--laplacian", type=_int_at_least(1), nargs="?", const=4, metavar="LEVELS",
+    b.add_argument("--laplacian", type=int_at_least(1), nargs="?", const=4, metavar="LEVELS",
                    help="normalize each step's gradient level by level of a Laplacian pyramid "
                         "(TensorFlow's 2016 tutorial; default levels: %(const)s)")
     b.add_argument("--noise", action="store_true",
                    help="start from seeded grey noise instead of an image (640x480 unless --size)")
-    b.add_argument("--size", type=_size, metavar="WxH", help="start from seeded grey noise of this size")
+    b.add_argument("--size", type=size_arg, metavar="WxH", help="start from seeded grey noise of this size")
     b.add_argument("--tile", type=_tile, default="auto", metavar="auto|0|N",
                    help="compute the gradient in N x N tiles, bounding memory: auto (default) tiles "
                         "images too large for about 1.5 GB, 0 never")
-    _add_running_params(dreaming.add_argument_group("running"))
+    add_running_params(dreaming.add_argument_group("running"))
 
     p = sub.add_parser("dream", parents=[dreaming, model], help="dream on one image",
                        description="Run the notebook's deepdream() on one image.",
@@ -146,12 +137,12 @@ def build_parser():
                                    "resumable (frames already in DIR are kept).",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the frames 0000.png ...")
-    p.add_argument("--frames", type=_int_at_least(1), default=100, metavar="N",
+    p.add_argument("--frames", type=int_at_least(1), default=100, metavar="N",
                    help="number of frames (default: %(default)s)")
-    p.add_argument("--scale", type=_float_in(0.0, 1.0), default=0.05, metavar="S",
+    p.add_argument("--scale", type=float_in(0.0, 1.0), default=0.05, metavar="S",
                    help="zoom per frame: each frame is scaled by 1-S (default: %(default)s)")
     p.add_argument("--gif", metavar="OUT", help="also assemble the frames into an animated .gif or .webp")
-    p.add_argument("--duration", type=_int_at_least(1), default=100, metavar="MS",
+    p.add_argument("--duration", type=int_at_least(1), default=100, metavar="MS",
                    help="milliseconds per frame of --gif (default: %(default)s)")
     p.set_defaults(run=run_zoom)
 
@@ -172,59 +163,8 @@ def build_parser():
     p.add_argument("-o", "--output", metavar="DIR", help="where to write the model (default: the user cache)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_convert)
-    _add_explore_commands(sub, model)
+    add_explore_commands(sub, model)
     return parser
-
-
-
-def _add_step_params(g):
-    """The notebook's deepdream() arguments, one flag each."""
-    g.add_argument("--iters", type=_int_at_least(0), default=10, metavar="N",
-                   help="gradient steps per octave: iter_n (default: %(default)s)")
-    g.add_argument("--octaves", type=_int_at_least(1), default=4, metavar="N",
-                   help="number of scales: octave_n (default: %(default)s)")
-    g.add_argument("--octave-scale", type=_float_above(1.0), default=1.4, metavar="F",
-                   help="size ratio between octaves: octave_scale (default: %(default)s)")
-    g.add_argument("--step-size", type=_float_above(0.0), default=1.5, metavar="F",
-                   help="normalized step size: step_size (default: %(default)s)")
-    g.add_argument("--jitter", type=_int_at_least(0), default=32, metavar="N",
-                   help="random shift in pixels per step: jitter (default: %(default)s)")
-
-
-def _add_running_params(g):
-    g.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
-    g.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
-                   help="refuse larger input images (default: Pillow's decompression-bomb limit, "
-                        f"{images.Image.MAX_IMAGE_PIXELS:,}); 0 means no limit")
-
-def _int_at_least(low):
-    def parse(text):
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
-        return value
-    parse.__name__ = "integer"
-    return parse
-
-
-def _float_above(low):
-    def parse(text):
-        value = float(text)
-        if not value > low:
-            raise argparse.ArgumentTypeError(f"must be greater than {low}, not {text}")
-        return value
-    parse.__name__ = "number"
-    return parse
-
-
-def _float_in(low, high):
-    def parse(text):
-        value = float(text)
-        if not low <= value < high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}), not {text}")
-        return value
-    parse.__name__ = "number"
-    return parse
 
 
 def _end_spec(text):
@@ -282,10 +222,10 @@ def _tile(text):
 
 
 def run_dream(args):
-    _check_output_file(args.output, _inputs(args))
-    seed = _seed(args.seed)
+    check_output_file(args.output, _inputs(args))
+    seed = new_seed(args.seed)
     img, net, end, objective = _prepare(args, seed)
-    _say_device(net, args.quiet)
+    say_device(net, args.quiet)
     with Progress(args.octaves * args.iters, label="dream", enabled=False if args.quiet else None) as bar:
         result = dream.deepdream(net, img, objective=objective, rng=np.random.RandomState(seed),
                                  progress=bar, **_dream_kwargs(args, end))
@@ -296,15 +236,15 @@ def run_dream(args):
 
 def run_zoom(args):
     out_dir = Path(args.output)
-    _check_output_dir(out_dir)
+    check_output_dir(out_dir)
     if args.gif:
         if Path(args.gif).suffix.lower() not in images.ANIMATION_FORMATS:
             raise UsageError(f"unknown animation extension for {args.gif}; use .gif or .webp")
-        _check_output_file(args.gif, _inputs(args), check_format=False)
+        check_output_file(args.gif, _inputs(args), check_format=False)
     # A resumed animation keeps the seed its first run drew, so the frames chain up.
-    seed = _seed(args.seed if args.seed is not None else _seed_of_frames(out_dir))
+    seed = new_seed(args.seed if args.seed is not None else _seed_of_frames(out_dir))
     img, net, end, objective = _prepare(args, seed)
-    _say_device(net, args.quiet)
+    say_device(net, args.quiet)
     todo = len(dream.missing_frames(out_dir, args.frames))
     with Progress(todo * args.octaves * args.iters, label="zoom", enabled=False if args.quiet else None) as bar:
         paths = dream.zoom_frames(net, img, out_dir, frames=args.frames, s=args.scale, seed=seed,
@@ -316,7 +256,7 @@ def run_zoom(args):
 
 
 def run_layers(args):
-    net = _load_net(args)
+    net = load_net(args)
     rows = [(b["name"], str(b["channels"]), str(b["stride"]), "{}x{}".format(*b["min_size"][::-1]))
             for b in net.blob_info]
     head = ("layer", "channels", "stride", "min input (WxH)")
@@ -344,207 +284,8 @@ def run_convert(args):
     return 0
 
 
-# --------------------------------------------------------------------------- gallery, classify, census
 
 
-EXPLORE_EXAMPLES = f"""\
-examples:
-  {PROG} gallery photo.jpg -o sheet.png --iters 5 --seed 0     one dream per layer, on a contact sheet
-  {PROG} gallery -o sheet.png --ends conv2/3x3,inception_4c/output --size 240x180
-  {PROG} classify photo.jpg --top 5                            what GoogLeNet's classifier sees
-  {PROG} census --noise 20 --end inception_4c/output --chart census.png --csv census.csv
-  {PROG} census --folder photos --end inception_3b/output --chart census.png
-"""
-
-
-def _add_explore_commands(sub, model):
-    """The gallery, classify and census subcommands (beyond the notebook)."""
-    dreaming = _Parser(add_help=False)
-    g = dreaming.add_argument_group("the notebook's parameters (as for `dream`)")
-    _add_step_params(g)
-    g.add_argument("--no-clip", dest="clip", action="store_false",
-                   help="do not clip pixels to 0..255 between steps: clip=False")
-    g.add_argument("--seed", type=int, metavar="N",
-                   help="random seed (default: a random one, recorded in PNG output)")
-    running = _Parser(add_help=False)
-    _add_running_params(running.add_argument_group("running"))
-    labels = _Parser(add_help=False)
-    labels.add_argument("--labels", metavar="FILE",
-                        help="class names, one per line in class order (default: ImageNet's for a "
-                             "1000-class model, else 'class N')")
-    common = dict(epilog=EXPLORE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    p = sub.add_parser("gallery", parents=[dreaming, running, model], help="dream one image at many layers",
-                       description="Dream one image at a list of layers and lay the results out on a "
-                                   "contact sheet, each tile labeled with its layer.", **common)
-    p.add_argument("input", nargs="?", metavar="IN", help="start image; default: a built-in sky")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the contact sheet (.png, .jpg, ...)")
-    p.add_argument("--ends", type=_name_list, metavar="A,B,...",
-                   help="layers, comma-separated (default: conv2/3x3 .. inception_5b/output for "
-                        "GoogLeNet, else 8 evenly spaced layers)")
-    p.add_argument("--columns", type=_int_at_least(1), metavar="N", help="tiles per row (default: about square)")
-    p.add_argument("--size", type=_size, metavar="WxH",
-                   help="tile size (default: the image's, scaled down to fit 320x320)")
-    p.set_defaults(run=run_gallery)
-
-    p = sub.add_parser("classify", parents=[labels, model], help="the network's own top classes for an image",
-                       description="Run the network's classifier (GoogLeNet: prob) on an image, center-"
-                                   "cropped and resized to the input size the classifier takes.", **common)
-    p.add_argument("input", metavar="IMG", help="the image to classify")
-    p.add_argument("--top", type=_int_at_least(1), default=5, metavar="N",
-                   help="how many classes to list (default: %(default)s)")
-    p.add_argument("--max-pixels", type=_int_at_least(0), metavar="N",
-                   help="refuse larger input images (default: Pillow's decompression-bomb limit); 0: no limit")
-    p.set_defaults(run=run_classify)
-
-    p = sub.add_parser("census", parents=[dreaming, running, labels, model],
-                       help="what a layer makes the classifier see, over many dreams",
-                       description="Dream N start images at one layer (at the classifier's input size) and "
-                                   "tally the top-1 classes of the inputs and of the dreams.", **common)
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--folder", metavar="DIR", help="dream the images in DIR (files that are not images are skipped)")
-    source.add_argument("--noise", type=_int_at_least(1), metavar="N",
-                        help="dream N uniform-noise images from --seed (the default, with N=10)")
-    p.add_argument("--end", default="inception_4c/output", metavar="LAYER",
-                   help="layer to dream at (default: %(default)s)")
-    p.add_argument("--chart", metavar="PNG", help="also draw the tally as a bar chart image")
-    p.add_argument("--csv", metavar="FILE", help="also write the tally as CSV: class, name, inputs, dreams")
-    p.set_defaults(run=run_census)
-
-
-def _name_list(text):
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"no layer names in {text!r}")
-    return names
-
-
-def _size(text):
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 240x180, not {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"width and height must be at least 1, not {text}")
-    return w, h
-
-
-def run_gallery(args):
-    _check_output_file(args.output, [args.input] if args.input else [])
-    img = _load_input(args.input, args.max_pixels)
-    net = _load_net(args)
-    ends = explore.check_ends(net, args.ends or explore.default_ends(net), *img.shape[:2],
-                              args.octaves, args.octave_scale)
-    seed = _seed(args.seed)
-    _say_device(net, args.quiet)
-    with Progress(len(ends) * args.octaves * args.iters, label="gallery",
-                  enabled=False if args.quiet else None) as bar:
-        items = explore.gallery(net, img, ends, seed=seed, progress=bar, **_explore_kwargs(args))
-    sheet = explore.contact_sheet(items, args.columns, args.size)
-    params = _explore_params(args, net, seed, layers=ends, input=_input_name(args.input),
-                             size=[int(img.shape[1]), int(img.shape[0])])
-    images.save_image(args.output, sheet, params)
-    return 0
-
-
-def run_classify(args):
-    img = _load_input(args.input, args.max_pixels)
-    net = _load_net(args)
-    classifier = _classifier(net, args.labels)
-    rows = [(str(rank), str(index), f"{p:.4f}", name)
-            for rank, (index, name, p) in enumerate(classifier.top(img, args.top), 1)]
-    _print_table(("rank", "class", "probability", "name"), rows, align=">>><")
-    return 0
-
-
-def run_census(args):
-    folder_files = _folder_files(args.folder) if args.folder else []
-    inputs = folder_files + ([args.labels] if args.labels else [])
-    for out in (args.chart, args.csv):
-        if out:
-            _check_output_file(out, inputs, check_format=out == args.chart)
-    if args.chart and args.csv and Path(args.chart).resolve() == Path(args.csv).resolve():
-        raise UsageError(f"--chart and --csv are the same file {args.csv}")
-    net = _load_net(args)
-    classifier = _classifier(net, args.labels)
-    starts = _census_starts(args, classifier.side)
-    end = dream.check_dream_size(net, args.end, classifier.side, classifier.side, args.octaves, args.octave_scale)
-    seed = _seed(args.seed)
-    n = starts if isinstance(starts, int) else len(starts)
-    if not args.quiet:
-        what = f"{n} images from {args.folder}" if args.folder else f"{n} noise images"
-        print(f"{PROG}: census of {what} at {end}, seed {seed}; {net.describe_device()}", file=sys.stderr)
-    with Progress(n * args.octaves * args.iters, label="census", enabled=False if args.quiet else None) as bar:
-        result = explore.census(net, starts, end, labels=classifier.names, seed=seed, progress=bar,
-                                **_explore_kwargs(args))
-    if args.csv:
-        with images.atomic_write(args.csv) as f:
-            f.write(result.csv_text().encode("utf-8"))
-    if args.chart:
-        chart, _ = result.chart()
-        images.save_image(args.chart, chart, _explore_params(args, net, seed, layer=end, n=n,
-                                                             source=args.folder or "noise"))
-    for line in result.table():
-        print(line)
-    return 0
-
-
-def _explore_kwargs(args):
-    return dict(iter_n=args.iters, octave_n=args.octaves, octave_scale=args.octave_scale,
-                step_size=args.step_size, jitter=args.jitter, clip=args.clip)
-
-
-def _explore_params(args, net, seed, **extra):
-    return dict(program=PROG, version=__version__, command=args.command, iterations=args.iters,
-                octaves=args.octaves, octave_scale=args.octave_scale, step_size=args.step_size,
-                jitter=args.jitter, clip=args.clip, seed=seed, model_sha1=net.sha1, **extra)
-
-
-def _input_name(path):
-    return os.path.basename(path) if path else "(built-in sky)"
-
-
-def _classifier(net, labels_path):
-    """The network's classifier with class names; a labels file of the wrong length is refused."""
-    count = explore.class_count(net)
-    labels = None
-    if labels_path:
-        try:
-            labels = read_labels(labels_path)
-        except DeepDreamError as e:
-            raise UsageError(str(e)) from None
-        if len(labels) != count:
-            raise UsageError(f"labels file {labels_path} has {len(labels)} names but the classifier has {count} classes")
-    return explore.Classifier.of(net, labels)
-
-
-def _folder_files(folder):
-    path = Path(folder)
-    if not path.is_dir():
-        raise UsageError(f"folder {folder} {'is not a directory' if path.exists() else 'does not exist'}")
-    return [str(p) for p in sorted(path.iterdir()) if p.is_file()]
-
-
-def _census_starts(args, side):
-    """N (for explore.census to draw N noise images) or the folder's images, fitted to side."""
-    if not args.folder:
-        return args.noise or 10
-    starts, skipped = explore.folder_starts(args.folder, args.max_pixels, side)
-    if skipped:
-        shown = ", ".join(name for name, _ in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        note = f"skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be read as images: {shown}"
-        if not starts:  # one line: the error says what was skipped
-            raise UsageError(f"no images in folder {args.folder} ({note})")
-        print(f"{PROG}: {note}", file=sys.stderr)
-    if not starts:
-        raise UsageError(f"no images in folder {args.folder}")
-    return starts
-
-
-def _print_table(head, rows, align):
-    widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
-    for r in [head] + rows:
-        print("  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(r, align, widths)).rstrip())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -557,8 +298,8 @@ def _prepare(args, seed):
     """
     _check_combinations(args)
     img = _start_image(args, seed)
-    guide = _load_input(args.guide, args.max_pixels) if args.guide else None
-    net = _load_net(args)
+    guide = load_input(args.guide, args.max_pixels) if args.guide else None
+    net = load_net(args)
     end = objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends)
     end = dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
     return img, net, end, _objective(args, net, end, guide)
@@ -603,7 +344,7 @@ def _objective(args, net, end, guide):
 def _start_image(args, seed):
     """The input image, the built-in sky, or (--noise, --size) seeded grey noise."""
     if not (args.noise or args.size):
-        return _load_input(args.input, args.max_pixels)
+        return load_input(args.input, args.max_pixels)
     w, h = args.size or (640, 480)  # the built-in sky's size
     limit = images.Image.MAX_IMAGE_PIXELS if args.max_pixels is None else args.max_pixels
     if limit and w * h > limit:
@@ -623,19 +364,6 @@ def _dream_kwargs(args, end):
                 tile=args.tile)
 
 
-def _load_input(path, max_pixels):
-    if path is None:
-        return images.default_image()
-    try:
-        return images.load_image(path, max_pixels)
-    except DeepDreamError as e:
-        raise UsageError(str(e)) from None
-
-
-def _load_net(args):
-    return load(args.model, device=args.device)
-
-
 def _guide_objective(net, guide, end):
     if guide is None:
         return None
@@ -644,16 +372,6 @@ def _guide_objective(net, guide, end):
     except InputSizeError as e:
         raise InputSizeError(f"guide image: {e}") from None
     return dream.objective_guide(features)
-
-
-def _say_device(net, quiet):
-    if not quiet:
-        print(f"{PROG}: {net.describe_device()}", file=sys.stderr)
-
-
-def _seed(seed):
-    # Without --seed a fresh one is drawn and recorded, so any result can be reproduced.
-    return secrets.randbelow(2**32) if seed is None else seed % 2**32
 
 
 def _seed_of_frames(out_dir):
@@ -685,49 +403,6 @@ def _objective_params(args):
         params["concept"] = args.concept
         params["labels"] = os.path.basename(args.labels) if args.labels else None
     return params
-
-
-def _check_output_file(out, inputs, check_format=True):
-    """Refuse before computing: unknown extension, missing or read-only directory, out == an input."""
-    out = Path(out)
-    if check_format:
-        try:
-            images.output_format(out)
-        except DeepDreamError as e:
-            raise UsageError(str(e)) from None
-    if out.is_dir():
-        raise UsageError(f"output {out} is a directory; give a file name")
-    for path in inputs:
-        if _same_file(out, Path(path)):
-            raise UsageError(f"output {out} is the input {path}; choose another output name")
-    _check_writable_dir(out.parent if str(out.parent) else Path("."))
-
-
-def _check_output_dir(out_dir):
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} is not a directory")
-    _check_writable_dir(out_dir if out_dir.exists() else out_dir.parent)
-
-
-def _check_writable_dir(directory):
-    if not directory.is_dir():
-        raise UsageError(f"output directory {directory} does not exist")
-    # os.access says yes to root on read-only mounts and to special files systems; a
-    # real file creation is the only reliable answer.
-    probe = directory / f".{PROG}-probe-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as e:
-        raise UsageError(f"output directory {directory} is not writable ({e.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-def _same_file(a, b):
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
