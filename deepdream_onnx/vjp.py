@@ -18,7 +18,8 @@ VJP = {}
 
 # Ops whose outputs carry no gradient (shapes, comparisons): the gradient builder
 # does not differentiate through them.
-NON_DIFFERENTIABLE = {"Shape", "Equal", "Greater", "Sign", "Cast", "ConstantOfShape", "Size", "And", "Or", "Not"}
+NON_DIFFERENTIABLE = {"Shape", "Equal", "Greater", "Sign", "Cast", "ConstantOfShape", "Size", "And", "Or", "Not",
+                      "ArgMax", "OneHot"}
 
 
 def vjp_rule(op_type, rules=None):
@@ -74,14 +75,6 @@ def _window_span(g, y, strides, extent):
 
 
 # --- elementwise -----------------------------------------------------------------
-
-
-def identity_vjp(g, node, dys):
-    """dX = dY"""
-    return [dys[0]]
-
-
-VJP["Identity"] = identity_vjp
 
 
 def relu_vjp(g, node, dys):
@@ -166,19 +159,6 @@ def pad_vjp(g, node, dys):
 VJP["Pad"] = pad_vjp
 
 
-def slice_vjp(g, node, dys):
-    """dX = zero-pad dY back to shape(X) at offset starts (constant axes, non-negative starts, step 1)"""
-    x, starts, _, axes = node.input[:4]
-    # Only the crop form the forward builder emits: Slice(x, starts, ends, axes=[2, 3]).
-    if g.weights.get(axes) is None or list(g.weights[axes]) != [2, 3] or len(node.input) > 4:
-        raise UnsupportedLayerError("Slice gradient supports only spatial crops (axes [2, 3], step 1)")
-    after = g.op("Sub", [g.op("Sub", [_spatial(g, x), starts]), _spatial(g, node.output[0])])
-    return [_pad_hw(g, dys[0], starts, after), None, None, None]
-
-
-VJP["Slice"] = slice_vjp
-
-
 # --- dense -----------------------------------------------------------------------
 
 
@@ -198,12 +178,12 @@ def conv_vjp(g, node, dys):
         raise UnsupportedLayerError("Conv gradient needs pad <= dilation*(kernel-1)")
     # The adjoint of a correlation is a correlation with the flipped, transposed kernel; as a
     # plain Conv it runs several times faster than ConvTranspose on the CPU.
-    transposed = g.const(_flip_transpose(weight, group), np.float32, name=f"{w}:vjp")
     none = [None] * (len(node.input) - 1)
+    if strides[0] == strides[1] > 1 and dilations == [1, 1]:
+        return [_strided_conv_vjp(g, node, dys[0], weight, group, strides[0], pads)] + none
+    transposed = g.const(_flip_transpose(weight, group), np.float32, name=f"{w}:vjp")
     if strides == [1, 1]:
         return [g.op("Conv", [dys[0], transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])] + none
-    if strides[0] == strides[1] and dilations == [1, 1]:
-        return [_strided_conv_vjp(g, node, dys[0], weight, group, strides[0], pads)] + none
     # Any other stride: correlate the zero-spread dY over the full reach, then fit to X.
     spread = _dilate(g, dys[0], strides, _window_span(g, node.output[0], strides, [1, 1]))
     dx = g.op("Conv", [spread, transposed], pads=back[:2] + reach, dilations=dilations, group=group, kernel_shape=[kh, kw])
@@ -367,3 +347,26 @@ def averagepool_vjp(g, node, dys):
 
 
 VJP["AveragePool"] = averagepool_vjp
+
+
+def global_averagepool_vjp(g, node, dys):
+    """dX[n, c, h, w] = dY[n, c] / (H * W)"""
+    x = node.input[0]
+    area = g.op("Cast", [g.op("ReduceProd", [_spatial(g, x)], keepdims=1)], to=FLOAT)
+    return [g.op("Expand", [g.op("Div", [dys[0], area]), g.shape(x)])]
+
+
+VJP["GlobalAveragePool"] = global_averagepool_vjp
+
+
+def global_maxpool_vjp(g, node, dys):
+    """dX[n, c, first argmax of the plane] = dY[n, c]   (ArgMax keeps the first maximum, as Caffe's strict >)"""
+    x = node.input[0]
+    flat = g.op("Reshape", [x, g.const([0, 0, -1])])
+    first = g.op("ArgMax", [flat], axis=2, keepdims=1, select_last_index=0)
+    area = g.op("ReduceProd", [_spatial(g, x)], keepdims=0)
+    mask = g.op("OneHot", [first, area, g.const([0.0, 1.0], np.float32)], axis=-1)
+    return [g.op("Mul", [g.op("Reshape", [mask, g.shape(x)]), dys[0]])]
+
+
+VJP["GlobalMaxPool"] = global_maxpool_vjp

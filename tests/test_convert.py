@@ -1,5 +1,6 @@
 """convert(): formats, structure sources, the written directory, and bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -8,9 +9,12 @@ import onnx
 import pytest
 
 import caffe_builder
+import caffe_reference as ref
 import deepdream_onnx
+from deepdream_onnx.caffe_reader import read_caffemodel
 from deepdream_onnx.download import sha1_of
 from deepdream_onnx.errors import CaffeFormatError, DeepDreamError, UnsupportedLayerError
+from deepdream_onnx.network import build_network
 from deepdream_onnx.onnx_forward import LAYERS
 from deepdream_onnx.onnx_graph import IR_VERSION
 from deepdream_onnx.runtime import select_device
@@ -147,3 +151,21 @@ def test_load_a_caffemodel_directly_converts_once_into_the_cache(tiny_caffemodel
     assert net.model_dir.parent == tmp_path / "cache" / "models"
     again = deepdream_onnx.load(tiny_caffemodel, device="cpu")
     assert again.model_dir == net.model_dir
+
+
+@pytest.mark.parametrize("pool", ["AVE", "MAX"])
+def test_global_pooling_converts_and_differentiates(tmp_path, pool):
+    spec = caffe_builder.tiny_spec()
+    at = [layer.name for layer in spec.layers].index("pool2")
+    spec.layers[at] = dataclasses.replace(spec.layers[at], params={"pool": pool, "global_pooling": True})
+    model = tmp_path / "global.caffemodel"
+    caffe_builder.write_caffemodel(model, spec, fmt="v2")
+    net = deepdream_onnx.load(deepdream_onnx.convert(model, tmp_path / "out"), device="cpu")
+    network = build_network(read_caffemodel(model))
+    x = np.random.default_rng(3).standard_normal((1, 3, 13, 17)).astype(np.float32) * 50
+    tensors = ref.forward(network, x.astype(np.float64))
+    seed = np.zeros((1, 5), np.float32)
+    seed[0, 2] = 1.0
+    expected = ref.backward(network, tensors, "fc", seed.astype(np.float64))
+    np.testing.assert_allclose(net.forward(x, "pool2")[:, :, 0, 0], tensors["pool2"][:, :, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(net.gradient(x, "fc", seed=seed), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
