@@ -169,3 +169,25 @@ def test_global_pooling_converts_and_differentiates(tmp_path, pool):
     expected = ref.backward(network, tensors, "fc", seed.astype(np.float64))
     np.testing.assert_allclose(net.forward(x, "pool2")[:, :, 0, 0], tensors["pool2"][:, :, 0, 0], rtol=1e-5)
     np.testing.assert_allclose(net.gradient(x, "fc", seed=seed), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_net_rejects_malformed_calls_in_one_line(tiny_net):
+    x = np.zeros((1, 3, 19, 23), np.float32)
+    dst, pullback = tiny_net.vjp(x, END)
+    with pytest.raises(DeepDreamError, match=r"seed shape \(1, 2\) does not match blob 'mix/output' shape"):
+        pullback(np.zeros((1, 2), np.float32))
+    _, pullback2 = tiny_net.vjp(x, [END, "norm1"])
+    with pytest.raises(DeepDreamError, match="expected 2 seeds"):
+        pullback2([dst])
+    with pytest.raises(DeepDreamError, match="given twice"):
+        tiny_net.gradient(x, [END, "mix_output"])
+    with pytest.raises(DeepDreamError, match="no blobs given"):
+        tiny_net.gradient(x, [])
+    with pytest.raises(DeepDreamError, match=r"data must be \(N, C, H, W\)"):
+        tiny_net.forward(x[0], END)
+
+
+def test_unreadable_manifest_says_to_convert_again(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DeepDreamError, match="convert the model again"):
+        deepdream_onnx.load(tmp_path, device="cpu")
