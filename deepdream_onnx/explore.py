@@ -33,28 +33,10 @@ CHART_ROWS = 20            # classes shown in a census chart; the rest are summe
 # --------------------------------------------------------------------------- model structure
 
 
-def _layers_by_output(net):
-    return {t: layer for layer in net.manifest["layers"] for t in layer["outputs"]}
-
-
-def _tensor(net, blob):
-    name = net.resolve(blob)
-    return next(b["tensor"] for b in net.manifest["blobs"] if b["name"] == name)
-
-
-def _flat_tensors(net):
-    """Tensors computed by or after an InnerProduct: no longer an image-shaped grid."""
-    flat = set()
-    for layer in net.manifest["layers"]:
-        if layer["type"] == "InnerProduct" or any(t in flat for t in layer["inputs"]):
-            flat.update(layer["outputs"])
-    return flat
-
-
 def spatial_blobs(net):
-    """The blobs that still have a spatial grid (everything before the classifier), in order."""
-    flat = _flat_tensors(net)
-    return [b for b in net.blobs if _tensor(net, b) not in flat]
+    """The blobs before the classifier's first InnerProduct: those with a spatial grid, in order."""
+    classifier = net.blobs_of_type("InnerProduct")
+    return net.blobs[: net.blobs.index(classifier[0])] if classifier else list(net.blobs)
 
 
 def default_ends(net, count=GALLERY_COUNT):
@@ -162,12 +144,10 @@ def classifier_blob(net):
 
     Raises DeepDreamError when the model has neither.
     """
-    producers = _layers_by_output(net)
     for kind in ("Softmax", "InnerProduct"):
-        for blob in reversed(net.blobs):
-            layer = producers.get(_tensor(net, blob))
-            if layer is not None and layer["type"] == kind:
-                return blob, kind == "Softmax"
+        blobs = net.blobs_of_type(kind)
+        if blobs:
+            return blobs[-1], kind == "Softmax"
     raise DeepDreamError(f"model {net.model_dir} has no classifier (no Softmax or InnerProduct layer)")
 
 

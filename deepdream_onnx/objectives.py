@@ -95,12 +95,10 @@ def check_channels(net, end, channels):
 
 def logits_blob(net):
     """The blob holding the class logits: the output of the network's last InnerProduct layer."""
-    tensors = {b["tensor"]: b["name"] for b in net.manifest["blobs"]}
-    for layer in reversed(net.manifest["layers"]):
-        if layer["type"] == "InnerProduct":
-            out = layer["outputs"][0]
-            return tensors.get(out, out)
-    raise DeepDreamError(f"{net.manifest.get('name', 'the network')} has no classifier (no InnerProduct layer)")
+    logits = net.blobs_of_type("InnerProduct")
+    if not logits:
+        raise DeepDreamError(f"{net.manifest.get('name', 'the network')} has no classifier (no InnerProduct layer)")
+    return logits[-1]
 
 
 def class_index(concept, labels):

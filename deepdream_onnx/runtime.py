@@ -67,6 +67,8 @@ class Net:
             for b in self.manifest["blobs"]
         ]
         self.blobs = [b["name"] for b in self.blob_info]
+        writers = {t: layer["type"] for layer in self.manifest["layers"] for t in layer["outputs"]}
+        self._layer_types = {b["name"]: writers.get(b["tensor"]) for b in self.manifest["blobs"]}
         self._entries = {b["name"]: b for b in self.manifest["blobs"]}
         self._aliases = {name.replace("/", "_"): name for name in self.blobs}
         self._geometry = _geometry_network(self.manifest)
@@ -105,6 +107,10 @@ class Net:
         near = difflib.get_close_matches(end.replace("/", "_"), list(self._aliases), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(self._aliases[a] for a in near)}?" if near else ""
         raise UnknownBlobError(f"unknown blob {end!r}{hint} (`deepdream-onnx layers` lists them)")
+
+    def blobs_of_type(self, layer_type):
+        """The blobs written by layers of a Caffe type ("InnerProduct", "Softmax", ...), in order."""
+        return [name for name in self.blobs if self._layer_types[name] == layer_type]
 
     def check_input_size(self, end, height, width):
         """Raise InputSizeError if a height x width input cannot reach blob end."""
