@@ -77,7 +77,7 @@ class Net:
         self.labels = self._read_labels()
         self.device, self._providers = select_device(device)
         self._sessions = {}
-        self._fits = set()      # (ends, (h, w)) already checked by check_input_size
+        self._fits = set()      # (blob, h, w) that check_input_size found to fit
         self._forward = None
 
     def __repr__(self):
@@ -114,7 +114,10 @@ class Net:
 
     def check_input_size(self, end, height, width):
         """Raise InputSizeError if a height x width input cannot reach blob end."""
-        propagate(self._geometry, height, width, end=self._entries[self.resolve(end)]["tensor"])
+        key = (self.resolve(end), height, width)
+        if key not in self._fits:  # a dream asks thousands of times about a few sizes
+            propagate(self._geometry, height, width, end=self._entries[key[0]]["tensor"])
+            self._fits.add(key)
 
     def forward(self, data, end):
         """The blob's activations, as pycaffe's net.forward(end=end) leaves them.
@@ -204,11 +207,8 @@ class Net:
         data = np.ascontiguousarray(data, dtype=np.float32)
         if data.ndim != 4:
             raise DeepDreamError(f"data must be (N, C, H, W); got shape {data.shape}")
-        size = tuple(data.shape[2:])
-        if (ends, size) not in self._fits:  # a dream asks thousands of times at a few sizes
-            for end in ends:
-                self.check_input_size(end, *size)
-            self._fits.add((ends, size))
+        for end in ends:
+            self.check_input_size(end, *data.shape[2:])
         return {self.manifest["input"]: data}
 
     @property
