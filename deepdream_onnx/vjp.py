@@ -10,6 +10,7 @@ and one check in tests/test_vjp.py.
 """
 
 import numpy as np
+from onnx import numpy_helper
 
 from .errors import UnsupportedLayerError
 from .onnx_graph import FLOAT, attributes
@@ -255,7 +256,7 @@ def softmax_vjp(g, node, dys):
 VJP["Softmax"] = softmax_vjp
 
 
-# --- pooling (always emitted with ceil_mode=0; Caffe's ceil mode is explicit padding) ---
+# --- pooling ---
 
 
 def _pool_geometry(node):
@@ -266,62 +267,19 @@ def _pool_geometry(node):
 
 
 def maxpool_vjp(g, node, dys):
-    """dX[first argmax of window o] += dY[o]   (first maximum in row-major scan order, as Caffe's strict >)"""
-    (kh, kw), strides, pads, _ = _pool_geometry(node)
-    x, y = node.input[0], node.output[0]
-    xp = _pad_hw(g, x, g.const(pads[:2]), g.const(pads[2:]), value=-np.inf) if any(pads) else x
-    span = _window_span(g, y, strides, [1, 1])
-    taken, routed = None, {}
-    for i in range(kh):
-        for j in range(kw):
-            offset = g.const([i, j])
-            window = g.op("Slice", [xp, offset, g.op("Add", [offset, span]), g.const([2, 3]), g.const(strides)])
-            hit = g.op("Equal", [window, y])
-            first = hit if taken is None else g.op("And", [hit, g.op("Not", [taken])])
-            taken = hit if taken is None else g.op("Or", [taken, hit])
-            routed[i, j] = g.op("Mul", [dys[0], g.op("Cast", [first], to=FLOAT)])
-    dxp = _scatter_windows(g, routed, (kh, kw), strides, _spatial(g, xp))
-    dx = _crop_hw(g, dxp, g.const(pads[:2]), _spatial(g, x)) if any(pads) else dxp
-    return [dx]
-
-
-def _scatter_windows(g, routed, kernel, strides, size):
-    """Sum routed[i, j] (one value per window o) into input cell o*s + (i, j), an input of `size`.
-
-    Cells are grouped by phase (i mod s, j mod s): within a phase, window offsets are whole
-    grid steps, so each is a static Pad on the window grid; the phases then interleave
-    into the input grid with one DepthToSpace instead of a zero-spread tensor per offset.
-    """
-    (kh, kw), (sh, sw) = kernel, strides
-    if sh != sw or kh < sh or kw < sw:
-        return _scatter_windows_spread(g, routed, strides, size)
-    s = sh
-    reach_h, reach_w = -(-kh // s) - 1, -(-kw // s) - 1
-    phases = []
-    for a in range(s):
-        for b in range(s):
-            shifted = [
-                g.op("Pad", [t, g.const([0, 0, i // s, j // s, 0, 0, reach_h - i // s, reach_w - j // s])])
-                if (reach_h, reach_w) != (0, 0) else t
-                for (i, j), t in routed.items() if (i % s, j % s) == (a, b)
-            ]
-            phases.append(shifted[0] if len(shifted) == 1 else g.op("Sum", shifted))
-    grid = phases[0] if s == 1 else g.op("DepthToSpace", [g.op("Concat", phases, axis=1)], blocksize=s, mode="DCR")
-    # The grid reaches at least as far as the last window; rows past `size` are dropped and
-    # rows no window reached (floor mode) get zero.
-    grid = g.op("Slice", [grid, g.const([0, 0]), size, g.const([2, 3])])
-    return _pad_hw(g, grid, g.const([0, 0]), g.op("Sub", [size, _spatial(g, grid)]))
-
-
-def _scatter_windows_spread(g, routed, strides, size):
-    """_scatter_windows for any stride: spread each offset's values stride apart, then pad into place."""
-    parts = []
-    for (i, j), t in routed.items():
-        span = g.op("Add", [g.op("Mul", [g.op("Sub", [_spatial(g, t), g.const([1, 1])]), g.const(list(strides))]),
-                            g.const([1, 1])])
-        offset = g.const([i, j])
-        parts.append(_pad_hw(g, _dilate(g, t, strides, span), offset, g.op("Sub", [g.op("Sub", [size, offset]), span])))
-    return parts[0] if len(parts) == 1 else g.op("Sum", parts)
+    """dX[I[o]] += dY[o], I[o] the index of window o's first maximum   (MaxPool's Indices output)"""
+    x = node.input[0]
+    # MaxPool recomputed with its Indices output: the same attributes, so the same windows
+    # with any pads, strides or ceil mode.  onnxruntime's CPU kernel scans each window row
+    # by row and keeps the first strict maximum, as Caffe does; a scatter-add of dY to
+    # those indices (windows overlap) is the whole adjoint, several times faster than
+    # spelling the first-maximum masks out with one Slice/Equal/Pad chain per window offset.
+    _, indices = g.op("MaxPool", [x], n_out=2, **attributes(node))
+    zeros = g.op("ConstantOfShape", [g.op("Unsqueeze", [g.op("Size", [x]), g.const([0])])],
+                 value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    flat = g.op("ScatterElements", [zeros, g.op("Reshape", [indices, g.const([-1])]),
+                                    g.op("Reshape", [dys[0], g.const([-1])])], axis=0, reduction="add")
+    return [g.op("Reshape", [flat, g.shape(x)])]
 
 
 VJP["MaxPool"] = maxpool_vjp

@@ -3,7 +3,8 @@
 check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
 <J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
 Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
-for Conv and pooling); the same graphs also run in onnxruntime in float32.
+for Conv and pooling), with MaxPool replaced by the NumPy one below; the same graphs
+also run in onnxruntime in float32.
 """
 
 import numpy as np
@@ -11,6 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
 
 from deepdream_onnx.gradient import GRADIENT, SEED, differentiate
 from deepdream_onnx.onnx_graph import FLOAT, GraphBuilder, make_model, prune
@@ -57,11 +59,53 @@ def to_double(model):
     return model
 
 
+class MaxPool(OpRun):
+    """ONNX MaxPool (2-D, no dilation) from the spec, Indices included.
+
+    onnx's reference MaxPool returns wrong Indices when pads are set (it counts them in
+    padded coordinates), and the gradient graphs scatter to those indices.  Each window
+    keeps its first strict maximum in row-major order; indices are flat over N*C*H*W.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, auto_pad=None, ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
+             storage_order=0, strides=None):
+        if (auto_pad not in (None, "NOTSET") or storage_order or any(d != 1 for d in dilations or [1])
+                or len(kernel_shape) != 2):
+            raise NotImplementedError("test MaxPool: 2-D, explicit pads, no dilation, row-major only")
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw) = kernel_shape, strides or [1, 1]
+        top, left, bottom, right = pads or [0, 0, 0, 0]
+        rounding = np.ceil if ceil_mode else np.floor
+        oh = int(rounding((h + top + bottom - kh) / sh)) + 1
+        ow = int(rounding((w + left + right - kw) / sw)) + 1
+        if ceil_mode:  # no window may start in the bottom/right padding
+            oh -= (oh - 1) * sh >= h + top
+            ow -= (ow - 1) * sw >= w + left
+        reach_h, reach_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+        xp = np.full((n, c, reach_h, reach_w), -np.inf, x.dtype)
+        rows, cols = min(h, reach_h - top), min(w, reach_w - left)
+        xp[:, :, top:top + rows, left:left + cols] = x[:, :, :rows, :cols]
+        best = np.full((n, c, oh, ow), -np.inf, x.dtype)
+        index = np.zeros((n, c, oh, ow), np.int64)
+        plane = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None] * (h * w)
+        for i in range(kh):
+            for j in range(kw):
+                window = xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+                row = np.arange(oh)[:, None] * sh + i - top
+                col = np.arange(ow)[None, :] * sw + j - left
+                wins = window > best
+                best = np.where(wins, window, best)
+                index = np.where(wins, plane + row * w + col, index)
+        return (best, index)
+
+
 def run_reference(model, x, seed=None):
     """(y, gradient) in float64; with no seed, y alone (and None)."""
     if seed is None:
-        return ReferenceEvaluator(forward_only(model)).run(None, {"x": x})[0], None
-    outputs = ReferenceEvaluator(model).run(None, {"x": x, SEED: seed})
+        return ReferenceEvaluator(forward_only(model), new_ops=[MaxPool]).run(None, {"x": x})[0], None
+    outputs = ReferenceEvaluator(model, new_ops=[MaxPool]).run(None, {"x": x, SEED: seed})
     return outputs[0], outputs[1]
 
 

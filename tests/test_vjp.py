@@ -1,10 +1,13 @@
 """Every VJP rule against central finite differences in float64 (tests/onnx_check.py)."""
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 import caffe_reference as ref
-from onnx_check import check_vjp, op_model, run_ort, run_reference, to_double
+from onnx_check import MaxPool, check_vjp, op_model, run_ort, run_reference, to_double
 from deepdream_onnx.errors import UnsupportedLayerError
 from deepdream_onnx.onnx_forward import LAYERS
 from deepdream_onnx.vjp import VJP, vjp_rule
@@ -167,3 +170,20 @@ def test_global_maxpool_constant_plane_routes_to_the_first_cell():
     np.testing.assert_array_equal(g, expected)
     _, g64 = run_reference(to_double(model), np.ones((1, 2, 3, 4)), np.ones((1, 2, 1, 1)))
     np.testing.assert_array_equal(g64, expected)
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[3, 3], strides=[2, 2]),
+                                   dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+                                   dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 0, 1, 2], ceil_mode=1)])
+def test_oracle_maxpool_indices_match_onnxruntime(attrs):
+    # The float64 checks scatter to MaxPool's Indices, computed there by onnx_check.MaxPool.
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in (("y", TensorProto.FLOAT), ("i", TensorProto.INT64))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = RNG.integers(0, 3, size=(2, 3, 9, 10)).astype(np.float32)  # ties everywhere
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    actual = ReferenceEvaluator(model, new_ops=[MaxPool]).run(None, {"x": x})
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[1], expected[1])
