@@ -228,6 +228,11 @@ class Net:
             # vs 1.25 s) but nearly double the peak memory (1.0 -> 1.9 GB), so tiles, which
             # are sized to a memory budget, run lean.
             options.enable_mem_pattern = not lean
+            # Each session owns a thread pool whose idle workers spin: with the fwd, bwd and
+            # l2 sessions taking turns (and NumPy working between steps) they steal the cores
+            # the running one needs (373x210: vjp + pullback 166 -> 102 ms with spinning off;
+            # no change at 1024x575).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if len(ends) == 1:
                 model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
             else:
