@@ -107,6 +107,11 @@ def pooling(g, layer):
             # Stride 1: ceil and floor agree and ONNX's pads never win a max, as in Caffe.
             g.op("MaxPool", [x], outputs=layer.outputs, kernel_shape=kernel, pads=pad + pad)
             return
+        if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
+            # Unpadded with windows at least a stride wide, no window can start past the
+            # input, so ONNX's ceil mode is Caffe's: no Pad to run, nor to differentiate.
+            g.op("MaxPool", [x], outputs=layer.outputs, kernel_shape=kernel, strides=stride, ceil_mode=1)
+            return
         padded = g.op("Pad", [x, _caffe_pool_padding(g, x, kernel, stride, pad), g.const(-np.inf, np.float32)])
         g.op("MaxPool", [padded], outputs=layer.outputs, kernel_shape=kernel, strides=stride)
     elif p["pool"] == "AVE":

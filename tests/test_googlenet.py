@@ -71,10 +71,12 @@ def test_l2_gradient_matches_caffe_backward(googlenet_net, network, blob, size):
     tensors = ref.forward(network, x.astype(np.float64), end=tensor)
     expected = ref.backward(network, tensors, tensor, tensors[tensor])
     actual = googlenet_net.gradient(x, blob)
-    # Agreement is ~4e-7 except where float32 and float64 pick different winners of a
-    # max-pool window whose top two inputs are within rounding (seen once here, at
-    # inception_5b 223x301: 1e-3).  A wrong pad, stride or rule gives errors near 1.
-    assert relative_error(actual, expected) < 3e-3
+    # float32 against float64 agree to ~4e-7, except where they pick different winners of
+    # a max-pool window whose top two inputs are within rounding: past pool4 the windows are
+    # few, so one such flip shows (inception_5b: 1e-3 at 223x301, 6e-3 at 224x224, moving
+    # with onnxruntime's summation order).  A wrong pad, stride or rule gives errors near 1.
+    limit = 1e-2 if blob == "inception_5b/output" else 1e-5
+    assert relative_error(actual, expected) < limit
 
 
 def test_classifier_gradient_and_custom_seed(googlenet_net, network):
