@@ -113,16 +113,20 @@ def div_vjp(g, node, dys):
 VJP["Div"] = div_vjp
 
 
-def pow_vjp(g, node, dys):
-    """dX = dY * b * Y / X   (= dY * b * X^(b-1) for X != 0; b a constant exponent)"""
-    x, b = node.input
-    # Y / X reuses the forward's power instead of a second Pow, onnxruntime's slowest
-    # elementwise kernel; the one use here is LRN's scale^-beta, whose base is >= k > 0.
-    slope = g.op("Mul", [b, g.op("Div", [node.output[0], x])])
-    return [g.op("Mul", [dys[0], slope]), None]
+def exp_vjp(g, node, dys):
+    """dX = dY * Y   (Y = exp(X))"""
+    return [g.op("Mul", [dys[0], node.output[0]])]
 
 
-VJP["Pow"] = pow_vjp
+VJP["Exp"] = exp_vjp
+
+
+def log_vjp(g, node, dys):
+    """dX = dY / X"""
+    return [g.op("Div", [dys[0], node.input[0]])]
+
+
+VJP["Log"] = log_vjp
 
 
 # --- reshaping -------------------------------------------------------------------
