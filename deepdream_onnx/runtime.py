@@ -219,23 +219,7 @@ class Net:
         """The session for (ends, kind): exported files for one blob, built in memory for several."""
         key = (ends, kind, lean)
         if key not in self._sessions:
-            options = ort.SessionOptions()
-            # EXTENDED keeps every fusion but not the CPU's NCHWc layout: the gradient graphs
-            # read most activations in plain NCHW, and the reorders cost more than the
-            # blocked convolutions save (fwd at 1024x575: 197 vs 223 ms; L2 step 688 vs 721).
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            options.log_severity_level = 3
-            options.intra_op_num_threads = self.threads
-            # The memory pattern planned after the first run at a shape is one block on top of
-            # what the arena holds: about 20% faster (1024x575 L2 step to inception_4c: 1.0 s
-            # vs 1.25 s) but nearly double the peak memory (1.0 -> 1.9 GB), so tiles, which
-            # are sized to a memory budget, run lean.
-            options.enable_mem_pattern = not lean
-            # Each session owns a thread pool whose idle workers spin: with the fwd, bwd and
-            # l2 sessions taking turns (and NumPy working between steps) they steal the cores
-            # the running one needs (373x210: vjp + pullback 166 -> 102 ms with spinning off;
-            # no change at 1024x575).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options = session_options(self.threads, lean)
             if len(ends) == 1:
                 model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
             else:
@@ -252,6 +236,28 @@ class Net:
         tensors = [self._entries[e]["tensor"] for e in ends]
         models, _ = end_models(nodes, weights, self.manifest["input"], self.manifest["input_channels"], tensors)
         return models
+
+
+def session_options(threads=0, lean=False):
+    """The onnxruntime options every Net session runs with (threads 0: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    # EXTENDED keeps every fusion but not the CPU's NCHWc layout: the gradient graphs read
+    # most activations in plain NCHW, and the reorders cost more than the blocked
+    # convolutions save (fwd at 1024x575: 197 vs 223 ms; L2 step 688 vs 721).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    # The memory pattern planned after the first run at a shape is one block on top of what
+    # the arena holds: about 20% faster (1024x575 L2 step to inception_4c: 1.0 s vs 1.25 s)
+    # but nearly double the peak memory (1.0 -> 1.9 GB), so tiles, which are sized to a
+    # memory budget, run lean.
+    options.enable_mem_pattern = not lean
+    # Each session owns a thread pool whose idle workers spin: with the fwd, bwd and l2
+    # sessions taking turns (and NumPy working between steps) they steal the cores the
+    # running one needs (373x210: vjp + pullback 166 -> 102 ms with spinning off; no
+    # change at 1024x575).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def _geometry_network(manifest):

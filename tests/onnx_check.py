@@ -3,7 +3,7 @@
 check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
 <J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
 Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
-for Conv and pooling), with MaxPool replaced by the NumPy one below; the same graphs
+for Conv and pooling), with MaxPool and ConvTranspose replaced by the NumPy ones below; the same graphs
 also run in onnxruntime in float32.
 """
 
@@ -101,11 +101,45 @@ class MaxPool(OpRun):
         return (best, index)
 
 
+class ConvTranspose(OpRun):
+    """ONNX ConvTranspose (2-D, explicit pads) from its definition, groups included.
+
+    onnx's reference ConvTranspose fails for group > 1.  Each input cell (i, j) adds
+    W[o, c, a, b] * X[o, i, j] to output cell (i*s + a*d, j*s + b*d), before the pads are cut.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, w, b=None, auto_pad=None, dilations=None, group=1, kernel_shape=None, output_padding=None,
+             output_shape=None, pads=None, strides=None):
+        if auto_pad not in (None, "NOTSET") or output_shape is not None or x.ndim != 4:
+            raise NotImplementedError("test ConvTranspose: 2-D, explicit pads only")
+        n, o, h, wd = x.shape
+        _, cg, kh, kw = w.shape
+        (sh, sw), (dh, dw) = strides or [1, 1], dilations or [1, 1]
+        top, left, bottom, right = pads or [0, 0, 0, 0]
+        extra_h, extra_w = output_padding or [0, 0]
+        full = np.zeros((n, cg * group, (h - 1) * sh + (kh - 1) * dh + 1 + extra_h,
+                         (wd - 1) * sw + (kw - 1) * dw + 1 + extra_w), x.dtype)
+        og = o // group
+        for k in range(group):
+            xs, ws = x[:, k * og:(k + 1) * og], w[k * og:(k + 1) * og]
+            for a in range(kh):
+                for c in range(kw):
+                    contribution = np.einsum("noij,om->nmij", xs, ws[:, :, a, c])
+                    full[:, k * cg:(k + 1) * cg, a * dh:a * dh + (h - 1) * sh + 1:sh,
+                         c * dw:c * dw + (wd - 1) * sw + 1:sw] += contribution
+        y = full[:, :, top:full.shape[2] - bottom, left:full.shape[3] - right]
+        if b is not None:
+            y = y + b.reshape(1, -1, 1, 1)
+        return (y,)
+
+
 def run_reference(model, x, seed=None):
     """(y, gradient) in float64; with no seed, y alone (and None)."""
     if seed is None:
-        return ReferenceEvaluator(forward_only(model), new_ops=[MaxPool]).run(None, {"x": x})[0], None
-    outputs = ReferenceEvaluator(model, new_ops=[MaxPool]).run(None, {"x": x, SEED: seed})
+        return ReferenceEvaluator(forward_only(model), new_ops=[MaxPool, ConvTranspose]).run(None, {"x": x})[0], None
+    outputs = ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose]).run(None, {"x": x, SEED: seed})
     return outputs[0], outputs[1]
 
 

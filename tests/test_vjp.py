@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import caffe_reference as ref
-from onnx_check import MaxPool, check_vjp, op_model, run_ort, run_reference, to_double
+from onnx_check import ConvTranspose, MaxPool, check_vjp, op_model, run_ort, run_reference, to_double
 from deepdream_onnx.errors import UnsupportedLayerError
 from deepdream_onnx.onnx_forward import LAYERS
 from deepdream_onnx.vjp import VJP, vjp_rule
@@ -188,3 +188,20 @@ def test_oracle_maxpool_indices_match_onnxruntime(attrs):
     actual = ReferenceEvaluator(model, new_ops=[MaxPool]).run(None, {"x": x})
     np.testing.assert_array_equal(actual[0], expected[0])
     np.testing.assert_array_equal(actual[1], expected[1])
+
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2], pads=[3, 3, 0, 0]),
+                                   dict(strides=[2, 3], pads=[1, 0, 1, 2], group=2),
+                                   dict(strides=[2, 2], dilations=[2, 1], pads=[0, 1, 0, 0], output_padding=[1, 0])])
+def test_oracle_conv_transpose_matches_onnxruntime(attrs):
+    # Strided Conv gradients are ConvTranspose, computed in the float64 checks by onnx_check.ConvTranspose.
+    x = RNG.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[3, 3], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "w")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x, "w": w})[0]
+    actual = ReferenceEvaluator(model, new_ops=[ConvTranspose]).run(None, {"x": x, "w": w})[0]
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
