@@ -40,7 +40,7 @@ from deepdream_onnx.errors import DeepDreamError, ModelNotFoundError
 from deepdream_onnx.images import default_image, load_image
 from deepdream_onnx.network import propagate
 from deepdream_onnx.paths import find_model
-from deepdream_onnx.runtime import Net, _geometry_network
+from deepdream_onnx.runtime import Net, _geometry_network, session_options
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO.parent / "shared" / "data" / "sky1024px.jpg"
@@ -444,9 +444,9 @@ def ort_tensors(net, names, data):
     del model.graph.node[:], model.graph.output[:]
     model.graph.node.extend(nodes)
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # Net's options: another optimization level rounds differently and moves near-ties.
+    session = ort.InferenceSession(model.SerializeToString(), session_options(net.threads),
+                                   providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(list(names), {net.manifest["input"]: data})))
 
 
