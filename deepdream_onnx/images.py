@@ -232,13 +232,23 @@ def default_image(h=480, w=640):
     clouds = np.zeros((h, w))
     for k in range(6):
         sigma = size / 12.0 / 2 ** k
-        noise = nd.gaussian_filter(rng.standard_normal((h, w)), sigma, mode="wrap")
+        noise = _periodic_blur(rng.standard_normal((h, w)), sigma)
         clouds += noise / (noise.std() + 1e-12) * 0.55 ** k
     clouds = (clouds - clouds.mean()) / (clouds.std() + 1e-12)
     cover = np.clip((clouds - 0.1) * 0.9, 0.0, 1.0)[:, :, None] * (1.0 - 0.5 * y)
     shade = 255.0 - 25.0 * y - 45.0 * np.clip(1.4 - clouds, 0, 1)[:, :, None]  # grey thin edges
     img = sky * (1.0 - cover) + shade * cover
     return np.uint8(np.clip(np.round(img), 0, 255))
+
+
+def _periodic_blur(a, sigma):
+    """A Gaussian blur of a 2-D array that wraps around its edges, by FFT.
+
+    gaussian_filter(mode="wrap") computes the same up to its 4-sigma truncation, but costs
+    time in proportion to sigma: the default image at 4096 x 4096 took 86 s, by FFT 10 s.
+    """
+    spectrum = nd.fourier_gaussian(np.fft.rfft2(a), sigma, n=a.shape[1])
+    return np.fft.irfft2(spectrum, s=a.shape)
 
 
 # --------------------------------------------------------------------------- drawing: sheets, charts

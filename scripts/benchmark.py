@@ -269,8 +269,8 @@ def dream_child(spec):
     else:
         net = make_torch_net(net, spec["torch"]["weights"], spec["threads"], spec["torch"]["channels_last"])[0]
     setup = time.perf_counter() - t
-    t = time.perf_counter()
     image = spec["image"] if spec.get("big") is None else default_image(spec["big"], spec["big"])
+    t = time.perf_counter()
     steps = (DREAM_STEPS, OCTAVE_N) if spec.get("big") is None else (1, 1)
     deepdream(net, image, iter_n=steps[0], octave_n=steps[1], octave_scale=OCTAVE_SCALE, end=end,
               rng=np.random.RandomState(0))
