@@ -111,24 +111,18 @@ def gradient(net, src, end="inception_4c/output", objective=None, tile="auto",
     """
     shape = tiling.tile_shape(net, end, *src.shape[-2:], tile, memory_budget)
     if shape is None:
-        return _batch_gradient(net, src[np.newaxis], end, objective, lean=False)[0]
+        return _batch_gradient(net, src[np.newaxis], end, objective)[0]
     rng = np.random if rng is None else rng
     roll = tiling.random_roll(rng, shape, src.shape[-2:], tiling.stride_of(net, end))
     per_run = tiling.tiles_per_run(net, end, *shape, memory_budget)
-    return tiling.tiled_gradient(src, shape, lambda batch: _batch_gradient(net, batch, end, objective, lean=True),
-                                 roll, per_run)
+    return tiling.tiled_gradient(src, shape, lambda batch: _batch_gradient(net, batch, end, objective), roll, per_run)
 
 
-def _batch_gradient(net, data, end, objective, lean):
-    """The gradient for a batch (N, 3, h, w): the objective summed over the N images.
-
-    lean (tiles) asks the Net for its memory-lean sessions; untiled calls keep the plain
-    signature, so any object with gradient/vjp like a Net works.
-    """
-    options = {"lean": True} if lean else {}
+def _batch_gradient(net, data, end, objective):
+    """The gradient for a batch (N, 3, h, w): the objective summed over the N images."""
     if objective is None:
-        return net.gradient(data, end, **options)
-    dst, pullback = net.vjp(data, end, **options)
+        return net.gradient(data, end)
+    dst, pullback = net.vjp(data, end)
     if isinstance(end, str):
         return pullback(np.stack([objective(d) for d in dst]))
     weights = list(end.values()) if isinstance(end, dict) else [1.0] * len(dst)

@@ -129,24 +129,23 @@ class Net:
         outputs = self._session(ends, "fwd").run(tensors, self._feeds(data, ends))
         return outputs[0] if isinstance(end, str) else outputs
 
-    def gradient(self, data, end, seed=None, lean=False):
+    def gradient(self, data, end, seed=None):
         """d objective / d data, in one run of the exported graph.
 
         end: a blob name, a list of them, or {blob: weight}.  seed None: the objective is
         sum of weight * 0.5*||blob||^2 (the notebook's objective_L2); else the VJP with
         seed (an array of the blob's shape, or a list of them, one per blob).
-        lean: trade some speed for memory (for tiles sized to a memory budget).
         """
         ends, weights = self._ends(end)
         if seed is None:
             feeds = self._feeds(data, ends)
             if len(ends) > 1:
                 feeds[WEIGHTS] = np.ones(len(ends), np.float32) if weights is None else weights
-            return self._session(ends, "l2", lean).run([GRADIENT], feeds)[0]
-        _, pullback = self.vjp(data, end, lean)
+            return self._session(ends, "l2").run([GRADIENT], feeds)[0]
+        _, pullback = self.vjp(data, end)
         return pullback(seed)
 
-    def vjp(self, data, end, lean=False):
+    def vjp(self, data, end):
         """(dst, pullback): the blob's activations and a function seed -> d<seed, blob>/d data.
 
         pullback runs only the backward graph, on the forward tensors this call kept where
@@ -154,7 +153,7 @@ class Net:
         forward pass.  With a list of blobs, dst and the seeds are lists too.
         """
         ends, _ = self._ends(end)
-        forward, backward = self._session(ends, "fwd", lean), self._session(ends, "bwd", lean)
+        forward, backward = self._session(ends, "fwd"), self._session(ends, "bwd")
         # A copy: the caller may change its array before calling pullback.
         feeds = self._feeds(np.array(data, dtype=np.float32, order="C"), ends)
         binding = forward.io_binding()
@@ -215,11 +214,11 @@ class Net:
     def _device_type(self):
         return "cuda" if self.device == "cuda" else "cpu"
 
-    def _session(self, ends, kind, lean=False):
+    def _session(self, ends, kind):
         """The session for (ends, kind): exported files for one blob, built in memory for several."""
-        key = (ends, kind, lean)
+        key = (ends, kind)
         if key not in self._sessions:
-            options = session_options(self.threads, lean)
+            options = session_options(self.threads)
             if len(ends) == 1:
                 model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
             else:
@@ -238,7 +237,7 @@ class Net:
         return models
 
 
-def session_options(threads=0, lean=False):
+def session_options(threads=0):
     """The onnxruntime options every Net session runs with (threads 0: onnxruntime's default)."""
     options = ort.SessionOptions()
     # EXTENDED keeps every fusion but not the CPU's NCHWc layout: the gradient graphs read
@@ -247,11 +246,11 @@ def session_options(threads=0, lean=False):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
-    # The memory pattern planned after the first run at a shape is one block on top of what
-    # the arena holds: about 20% faster (1024x575 L2 step to inception_4c: 1.0 s vs 1.25 s)
-    # but nearly double the peak memory (1.0 -> 1.9 GB), so tiles, which are sized to a
-    # memory budget, run lean.
-    options.enable_mem_pattern = not lean
+    # The memory pattern planned after the first run at a shape is one more block on top of
+    # what the arena holds: it costs a second slow first run at each octave and the peak
+    # memory of a default dream (1.17 -> 0.72 GB), and gains nothing measurable at this
+    # optimization level (1024x575 L2 step, medians of 10: 685 vs 664 ms, 852 vs 849).
+    options.enable_mem_pattern = False
     # Each session owns a thread pool whose idle workers spin: with the fwd, bwd and l2
     # sessions taking turns (and NumPy working between steps) they steal the cores the
     # running one needs (373x210: vjp + pullback 166 -> 102 ms with spinning off; no
