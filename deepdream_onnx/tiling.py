@@ -1,8 +1,8 @@
 """Gradients tile by tile, so a large image needs bounded memory, and fixed-size windows
 for blobs behind a fully connected layer (the classifier of a concept dream).
 
-One gradient run of GoogLeNet to inception_4c/output takes about 2 KB per input pixel on
-the CPU (2 GB for a megapixel), so a 4096 x 4096 image cannot go through in one piece.
+One gradient run of GoogLeNet to inception_4c/output takes about 1 KB per input pixel on
+the CPU (1 GB for a megapixel), so a 4096 x 4096 image cannot go through in one piece.
 Instead (TensorFlow's 2016 tutorial does the same) the image is cut into equal tiles,
 each tile's gradient is computed on its own and the gradients are assembled; the step
 is then normalized over the whole image as usual.
@@ -40,10 +40,11 @@ from .errors import DeepDreamError, InputSizeError
 # 4096 x 4096 dream stays under 3 GB.
 MEMORY_BUDGET = 3 * 2**29
 
-# Measured peak memory of a gradient run (onnxruntime, CPU, GoogLeNet from conv2 to
-# inception_5b) over the float32 size of the blobs up to the end blob: 3.9 to 5.2.
-# The backward pass keeps the forward activations and adds their gradients, ReLU
-# outputs and convolution buffers come on top.  5.5 errs on the safe side.
+# Measured peak memory of a gradient run (onnxruntime, CPU, GoogLeNet from conv1 to
+# inception_5b, 1024x575) over the float32 size of the blobs up to the end blob: 1.8
+# (inception_4e) to 5.3 (pool1/norm1, whose LRN keeps several full-size tensors).  The
+# backward pass keeps the forward activations and adds their gradients; masks, pooling
+# indices and convolution buffers come on top.  5.5 errs on the safe side.
 GRAPH_FACTOR = 5.5
 
 
