@@ -12,7 +12,8 @@ convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 r
 times the full default dream and an N x N tiled step in fresh processes (wall time and
 peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
-its gradient equals ours, and times the same work.
+its gradient equals ours, and times the same work in turns with ours (our step, then
+PyTorch's, and again), so that a shared machine's changing load hits both alike.
 
 Without --model it uses the default converted model, else a random-weight GoogLeNet
 written by tests/caffe_builder.py (timings do not depend on weight values).
@@ -185,14 +186,19 @@ def conv_flops(geometry, h, w, tensor):
 
 # --- timing ---------------------------------------------------------------------------------
 
-def time_calls(fn, repeats, warmup=WARMUP):
-    """(the warm-up runs' times, the median of the timed runs after them) in seconds."""
-    times = []
+def time_calls(fns, repeats, warmup=WARMUP):
+    """{name: (the warm-up runs' times, the median of the timed runs after them)} in seconds.
+
+    fns maps names to callables, which take turns: a load that comes and goes on a shared
+    machine slows each of them alike, so their ratios hold better than their times.
+    """
+    times = {name: [] for name in fns}
     for _ in range(warmup + repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times[:warmup], statistics.median(times[warmup:])
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: (ts[:warmup], statistics.median(ts[warmup:])) for name, ts in times.items()}
 
 
 def custom_step(net, x, end):
@@ -211,12 +217,21 @@ def prime_sessions(net, end):
     return time.perf_counter() - t, (h, w)
 
 
-def bench_size(net, x, end, repeats):
-    """Timings (seconds) of the three kinds of call at x's size."""
+def bench_size(net, x, end, repeats, tnets):
+    """Timings (seconds) of the three kinds of call at x's size, and of PyTorch's step and
+    forward pass for each TorchNet in tnets ({layout: TorchNet}), each timed in turns with ours."""
+    steps = {"step": lambda: net.gradient(x, end), "custom": lambda: custom_step(net, x, end)}
+    forwards = {"fwd": lambda: net.forward(x, end)}
+    for fmt, tnet in tnets.items():
+        steps[fmt] = lambda tnet=tnet: tnet.gradient(x, end)
+        forwards[fmt] = lambda tnet=tnet: tnet.forward(x, end)
+    steps, forwards = time_calls(steps, repeats), time_calls(forwards, repeats)
     r = {}
-    r["step_warmup"], r["step"] = time_calls(lambda: net.gradient(x, end), repeats)
-    r["fwd_warmup"], r["fwd"] = time_calls(lambda: net.forward(x, end), repeats)
-    r["custom_warmup"], r["custom"] = time_calls(lambda: custom_step(net, x, end), repeats)
+    r["step_warmup"], r["step"] = steps["step"]
+    r["custom_warmup"], r["custom"] = steps["custom"]
+    r["fwd_warmup"], r["fwd"] = forwards["fwd"]
+    if tnets:
+        r["torch"] = {fmt: {"step": steps[fmt][1], "fwd": forwards[fmt][1]} for fmt in tnets}
     return r
 
 
@@ -544,12 +559,6 @@ def check_torch(net, tnet, x, end, pool_inputs):
     return max(fwd_err, grad_err)
 
 
-def bench_torch_size(tnet, x, end, repeats):
-    _, step = time_calls(lambda: tnet.gradient(x, end), repeats)
-    _, fwd = time_calls(lambda: tnet.forward(x, end), repeats)
-    return {"step": step, "fwd": fwd}
-
-
 # --- report ---------------------------------------------------------------------------------
 
 def size_name(x):
@@ -655,11 +664,9 @@ def run(args, workdir):
 
     tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
     rows = []
-    for x in inputs:  # PyTorch right after ours at each size, so both see the same load
-        row = {"size": size_name(x), **bench_size(net, x, end, args.repeats)}
+    for x in inputs:
+        row = {"size": size_name(x), **bench_size(net, x, end, args.repeats, tnets)}
         row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
-        if tnets:
-            row["torch"] = {fmt: bench_torch_size(tnet, x, end, args.repeats) for fmt, tnet in tnets.items()}
         rows.append(row)
     print_results(rows, peak)
     channels_last = True
