@@ -96,6 +96,7 @@ CASES = {
     "global-avepool": (op("GlobalAveragePool"), (2, 3, 5, 7), {"GlobalAveragePool"}),
     "global-maxpool": (op("GlobalMaxPool"), (2, 3, 5, 7), {"GlobalMaxPool"}),
     "lrn": (caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.5, beta=0.75, k=1.0)), (1, 7, 3, 4), {"LRN-composite"}),
+    "lrn-beta-0.6": (caffe(ref.lrn_layer("n", "x", "y", local_size=3, alpha=0.3, beta=0.6, k=2.0)), (1, 5, 3, 4), {"Exp"}),
 }
 
 
@@ -205,3 +206,13 @@ def test_oracle_conv_transpose_matches_onnxruntime(attrs):
     actual = ReferenceEvaluator(model, new_ops=[ConvTranspose]).run(None, {"x": x, "w": w})[0]
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_lrn_forward_matches_caffe(beta):
+    # scale^-beta is spelt exp(-beta log scale): Caffe's LRN for GoogLeNet's beta and another.
+    model = op_model(caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.3, beta=beta, k=2.0)))
+    x = RNG.standard_normal((1, 9, 4, 5)) * 3
+    y, _ = run_ort(model, x, np.zeros((1, 9, 4, 5)))
+    expected, _ = ref.lrn_forward(x, 5, 0.3, beta, 2.0)
+    np.testing.assert_allclose(y, expected, rtol=2e-6, atol=1e-6)
