@@ -218,7 +218,7 @@ class Net:
         """The session for (ends, kind): exported files for one blob, built in memory for several."""
         key = (ends, kind)
         if key not in self._sessions:
-            options = session_options(self.threads)
+            options = session_options(self.threads, spin=kind == "l2")
             if len(ends) == 1:
                 model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
             else:
@@ -237,8 +237,11 @@ class Net:
         return models
 
 
-def session_options(threads=0):
-    """The onnxruntime options every Net session runs with (threads 0: onnxruntime's default)."""
+def session_options(threads=0, spin=False):
+    """The onnxruntime options of Net's sessions (threads 0: onnxruntime's default).
+
+    spin: let idle worker threads spin for work (about 40 ms of a core after each run).
+    """
     options = ort.SessionOptions()
     # EXTENDED keeps every fusion but not the CPU's NCHWc layout: the gradient graphs read
     # most activations in plain NCHW, and the reorders cost more than the blocked
@@ -251,11 +254,11 @@ def session_options(threads=0):
     # memory of a default dream (1.17 -> 0.72 GB), and gains nothing measurable at this
     # optimization level (1024x575 L2 step, medians of 10: 685 vs 664 ms, 852 vs 849).
     options.enable_mem_pattern = False
-    # Each session owns a thread pool whose idle workers spin: with the fwd, bwd and l2
-    # sessions taking turns (and NumPy working between steps) they steal the cores the
-    # running one needs (373x210: vjp + pullback 166 -> 102 ms with spinning off; no
-    # change at 1024x575).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Each session owns a thread pool.  Spinning workers start each op sooner (a session
+    # used alone: 1024x575 L2 step, medians 703 vs 768 ms), but two sessions taking turns,
+    # as fwd and bwd do, steal each other's cores (373x210: vjp + pullback 166 -> 102 ms
+    # without), so Net lets only its l2 sessions spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
 
 

@@ -12,8 +12,9 @@ convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 r
 times the full default dream and an N x N tiled step in fresh processes (wall time and
 peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
-its gradient equals ours, and times the same work in turns with ours (our step, then
-PyTorch's, and again), so that a shared machine's changing load hits both alike.
+its gradient equals ours, and times the same work in turns with ours (blocks of
+back-to-back steps, ours then PyTorch's, twice), so that a shared machine's changing
+load hits both alike.
 
 Without --model it uses the default converted model, else a random-weight GoogLeNet
 written by tests/caffe_builder.py (timings do not depend on weight values).
@@ -50,6 +51,7 @@ SAMPLE_IMAGE = REPO.parent / "shared" / "data" / "sky1024px.jpg"
 SAMPLE_SIZE = (575, 1024)  # (h, w) of the notebook's sky1024px.jpg
 OCTAVE_N, OCTAVE_SCALE, DREAM_STEPS = 4, 1.4, 10
 WARMUP = 2
+PAUSE = 0.2  # seconds before each block of timed calls
 SGEMM_N = 2048
 SGEMM_RUNS = 10
 
@@ -186,18 +188,24 @@ def conv_flops(geometry, h, w, tensor):
 
 # --- timing ---------------------------------------------------------------------------------
 
-def time_calls(fns, repeats, warmup=WARMUP):
+def time_calls(fns, repeats, warmup=WARMUP, rounds=2):
     """{name: (the warm-up runs' times, the median of the timed runs after them)} in seconds.
 
-    fns maps names to callables, which take turns: a load that comes and goes on a shared
-    machine slows each of them alike, so their ratios hold better than their times.
+    fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
+    steps do, and the blocks take turns over `rounds` rounds, so that a load that comes
+    and goes on a shared machine slows each alike.  A pause before each block lets threads
+    the previous block left spinning go to sleep (onnxruntime's l2 sessions spin for about
+    40 ms after a run), so no block pays for another's.
     """
     times = {name: [] for name in fns}
-    for _ in range(warmup + repeats):
+    for r in range(rounds):
+        calls = repeats // rounds + (r < repeats % rounds) + (warmup if r == 0 else 0)
         for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+            time.sleep(PAUSE)
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
     return {name: (ts[:warmup], statistics.median(ts[warmup:])) for name, ts in times.items()}
 
 
