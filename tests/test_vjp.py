@@ -87,6 +87,7 @@ CASES = {
     "maxpool-k3s2-ceil-odd": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2)), (1, 2, 9, 12), {"MaxPool", "Pad"}),
     "maxpool-k3s2-ceil-even": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2)), (1, 2, 10, 7), {"MaxPool", "Pad"}),
     "maxpool-k3s1-pad1": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 1, 1)), (1, 2, 5, 6), {"MaxPool"}),
+    "maxpool-k3s1-batch2": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 1, 1)), (2, 3, 4, 5), {"MaxPool"}),
     "maxpool-k3s2-pad1-clip": (caffe(ref.pool_layer("p", "x", "y", "MAX", 3, 2, 1)), (1, 2, 7, 8), {"MaxPool", "Pad"}),
     "maxpool-k2s3-pad1": (caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 3, 1)), (1, 1, 4, 8), {"MaxPool", "Pad"}),
     "avepool-k3s2-pad1": (caffe(ref.pool_layer("p", "x", "y", "AVE", 3, 2, 1)), (1, 2, 7, 10), {"AveragePool", "Pad", "Div"}),
