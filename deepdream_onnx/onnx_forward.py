@@ -11,7 +11,6 @@ The input's height and width stay dynamic, so that arithmetic is done on Shape.
 """
 
 import numpy as np
-from onnx import numpy_helper
 
 from .errors import UnsupportedLayerError
 from .onnx_graph import GraphBuilder
@@ -123,8 +122,7 @@ def pooling(g, layer):
         total = g.op("AveragePool", [g.op("Pad", [x, pads, g.const(0.0, np.float32)])], kernel_shape=kernel, strides=stride)
         # Caffe divides by the window clipped to the padded image (H + 2p), not to the
         # ceil-mode overhang: count those cells with a ones image padded by ones.
-        ones = g.op("ConstantOfShape", [g.op("Concat", [g.const([1, 1]), g.shape(x, start=2, end=4)], axis=0)],
-                    value=_float_tensor(1.0))
+        ones = g.full(g.op("Concat", [g.const([1, 1]), g.shape(x, start=2, end=4)], axis=0), 1.0)
         inside = g.op("Pad", [ones, g.const([0, 0] + pad + [0, 0] + pad), g.const(1.0, np.float32)])
         overhang = g.op("Sub", [pads, g.const([0, 0] + pad + [0, 0] + pad)])
         count = g.op("AveragePool", [g.op("Pad", [inside, overhang, g.const(0.0, np.float32)])],
@@ -135,10 +133,6 @@ def pooling(g, layer):
 
 
 LAYERS["Pooling"] = pooling
-
-
-def _float_tensor(value):
-    return numpy_helper.from_array(np.array([value], dtype=np.float32))
 
 
 def lrn(g, layer):

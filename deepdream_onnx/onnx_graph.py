@@ -58,6 +58,10 @@ class GraphBuilder:
             self.weights[name] = array
         return name
 
+    def full(self, shape, value):
+        """A float32 tensor of `shape` (an int64 shape tensor) filled with value."""
+        return self.op("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([value], np.float32)))
+
     def shape(self, tensor, start=None, end=None):
         """Shape(tensor)[start:end] as an int64 tensor."""
         attrs = {}
