@@ -3,8 +3,8 @@
 check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
 <J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
 Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
-for Conv and pooling), with MaxPool and ConvTranspose replaced by the NumPy ones below; the same graphs
-also run in onnxruntime in float32.
+for Conv and pooling), with MaxPool and ConvTranspose replaced by the NumPy ones below;
+the same graphs also run in onnxruntime in float32.
 """
 
 import numpy as np
@@ -135,11 +135,16 @@ class ConvTranspose(OpRun):
         return (y,)
 
 
+def reference(model):
+    """onnx's reference evaluator for model, with the ops above in place of its own."""
+    return ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose])
+
+
 def run_reference(model, x, seed=None):
     """(y, gradient) in float64; with no seed, y alone (and None)."""
     if seed is None:
-        return ReferenceEvaluator(forward_only(model), new_ops=[MaxPool, ConvTranspose]).run(None, {"x": x})[0], None
-    outputs = ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose]).run(None, {"x": x, SEED: seed})
+        return reference(forward_only(model)).run(None, {"x": x})[0], None
+    outputs = reference(model).run(None, {"x": x, SEED: seed})
     return outputs[0], outputs[1]
 
 
