@@ -67,7 +67,7 @@ def make_step(net, src, step_size=1.5, end="inception_4c/output", jitter=32, cli
     in one run of one graph; with objective None that is sum of weight * 0.5 ||blob||^2.
     objective None is objective_L2 through net.gradient; any other objective gets dst
     from net.vjp and its seed is pulled back without a second forward pass (with several
-    blobs it maps the list of dst to a list of seeds, which are scaled by the weights).
+    blobs it maps the list of dst to a list of seeds, which the net scales by the weights).
     rng is a numpy RandomState; None uses the global np.random, as the notebook does.
 
     normalize "mean" is the notebook's src += step_size / mean|g| * g.  "laplacian"
@@ -125,9 +125,8 @@ def _batch_gradient(net, data, end, objective):
     dst, pullback = net.vjp(data, end)
     if isinstance(end, str):
         return pullback(np.stack([objective(d) for d in dst]))
-    weights = list(end.values()) if isinstance(end, dict) else [1.0] * len(dst)
     seeds = [objective([d[i] for d in dst]) for i in range(len(data))]
-    return pullback([np.float32(w) * np.stack([s[j] for s in seeds]) for j, w in enumerate(weights)])
+    return pullback([np.stack([s[j] for s in seeds]) for j in range(len(dst))])
 
 
 def _check_normalize(normalize, levels):

@@ -134,7 +134,8 @@ class Net:
 
         end: a blob name, a list of them, or {blob: weight}.  seed None: the objective is
         sum of weight * 0.5*||blob||^2 (the notebook's objective_L2); else the VJP with
-        seed (an array of the blob's shape, or a list of them, one per blob).
+        seed (an array of the blob's shape, or a list of them, one per blob, each scaled
+        by its blob's weight).
         """
         ends, weights = self._ends(end)
         if seed is None:
@@ -150,9 +151,10 @@ class Net:
 
         pullback runs only the backward graph, on the forward tensors this call kept where
         the network runs (on the GPU with CUDA), so a NumPy objective never costs a second
-        forward pass.  With a list of blobs, dst and the seeds are lists too.
+        forward pass.  With several blobs, dst and the seeds are lists too, and with
+        {blob: weight} each seed is scaled by its blob's weight.
         """
-        ends, _ = self._ends(end)
+        ends, weights = self._ends(end)
         forward, backward = self._session(ends, "fwd"), self._session(ends, "bwd")
         # A copy: the caller may change its array before calling pullback.
         feeds = self._feeds(np.array(data, dtype=np.float32, order="C"), ends)
@@ -174,11 +176,11 @@ class Net:
             if len(given) != len(ends):
                 raise DeepDreamError(f"expected {len(ends)} seeds (one per blob), got {len(given)}")
             run = backward.io_binding()
-            for name, value, dst, blob in zip(seeds, given, dsts, ends):
+            for i, (name, value, dst, blob) in enumerate(zip(seeds, given, dsts, ends)):
                 value = np.ascontiguousarray(value, dtype=np.float32)
                 if value.shape != dst.shape:
                     raise DeepDreamError(f"seed shape {value.shape} does not match blob {blob!r} shape {dst.shape}")
-                run.bind_cpu_input(name, value)
+                run.bind_cpu_input(name, value if weights is None else value * weights[i])
             for name in inputs:
                 if name in feeds:
                     run.bind_cpu_input(name, feeds[name])

@@ -116,6 +116,15 @@ def test_several_blobs_are_one_run_equal_to_the_weighted_sum(tiny_net, data):
     np.testing.assert_allclose(combined, separate, rtol=1e-5, atol=1e-5 * np.abs(separate).max())
 
 
+def test_net_scales_each_seed_by_its_blob_weight(tiny_net, data):
+    end = {"mix/output": 2.0, "norm1": 0.5}
+    dsts, _ = tiny_net.vjp(data, list(end))
+    seeds = [np.random.default_rng(i).standard_normal(d.shape).astype(np.float32) for i, d in enumerate(dsts)]
+    weighted = tiny_net.gradient(data, end, seed=seeds)
+    separate = sum(w * tiny_net.gradient(data, blob, seed=s) for (blob, w), s in zip(end.items(), seeds))
+    np.testing.assert_allclose(weighted, separate, rtol=1e-5, atol=1e-5 * np.abs(separate).max())
+
+
 def test_several_blobs_with_an_objective_scale_its_seeds_by_the_weights(tiny_net, data):
     end = {"mix/output": 2.0, "norm1": 0.5}
     g = dream.gradient(tiny_net, data[0], end, lambda dsts: [dream.objective_L2(d) for d in dsts], tile=None)
