@@ -198,16 +198,12 @@ def octave_sizes(h, w, octave_n=4, octave_scale=1.4):
 
 def resolve_end(net, end):
     """end with canonical blob names: a name, a list of names, or {name: weight}."""
+    names, weights = net.resolve_ends(end)
     if isinstance(end, str):
-        return net.resolve(end)
-    names = [net.resolve(e) for e in end]
-    if not names:
-        raise DeepDreamError("no blob given for end")
-    if len(set(names)) != len(names):
-        raise DeepDreamError(f"a blob is given twice in end: {', '.join(names)}")
+        return names[0]
     if isinstance(end, dict):
-        return {name: float(weight) for name, weight in zip(names, end.values())}
-    return names
+        return {name: float(weight) for name, weight in zip(names, weights)}
+    return list(names)
 
 
 def check_dream_size(net, end, h, w, octave_n=4, octave_scale=1.4, tile=None,

@@ -179,7 +179,7 @@ def fit_square(img, side):
 
 def class_count(net):
     """Number of classes of the network's classifier."""
-    return int(net.blob_info[net.blobs.index(classifier_blob(net)[0])]["channels"])
+    return int(net.info(classifier_blob(net)[0])["channels"])
 
 
 @dataclass

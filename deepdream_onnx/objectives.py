@@ -86,7 +86,7 @@ def _check_range(indices, count, blob, what="channel"):
 def check_channels(net, end, channels):
     """Raise DeepDreamError (one line, with the blob's channel count) unless every channel exists."""
     end = net.resolve(end)
-    count = next(b["channels"] for b in net.blob_info if b["name"] == end)
+    count = net.info(end)["channels"]
     _check_range(np.atleast_1d(channels), count, end)
 
 
@@ -138,7 +138,7 @@ def concept(net, which, labels=None, end=None):
     looked up only if the labels are as many as the blob's channels.
     """
     end = net.resolve(end) if end is not None else logits_blob(net)
-    count = next(b["channels"] for b in net.blob_info if b["name"] == end)
+    count = net.info(end)["channels"]
     labels = (net.labels or imagenet_labels()) if labels is None else list(labels)
     by_index = isinstance(which, (int, np.integer)) or str(which).strip().isdigit()
     if by_index:

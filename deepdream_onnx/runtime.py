@@ -67,6 +67,7 @@ class Net:
             for b in self.manifest["blobs"]
         ]
         self.blobs = [b["name"] for b in self.blob_info]
+        self._info = {b["name"]: b for b in self.blob_info}
         writers = {t: layer["type"] for layer in self.manifest["layers"] for t in layer["outputs"]}
         self._layer_types = {b["name"]: writers.get(b["tensor"]) for b in self.manifest["blobs"]}
         self._entries = {b["name"]: b for b in self.manifest["blobs"]}
@@ -108,6 +109,10 @@ class Net:
         hint = f"; did you mean {', '.join(self._aliases[a] for a in near)}?" if near else ""
         raise UnknownBlobError(f"unknown blob {end!r}{hint} (`deepdream-onnx layers` lists them)")
 
+    def info(self, end):
+        """blob_info's entry for end: name, channels, stride, min_size."""
+        return self._info[self.resolve(end)]
+
     def blobs_of_type(self, layer_type):
         """The blobs written by layers of a Caffe type ("InnerProduct", "Softmax", ...), in order."""
         return [name for name in self.blobs if self._layer_types[name] == layer_type]
@@ -124,7 +129,7 @@ class Net:
 
         end may also be a list of blobs: then a list of their activations, from one run.
         """
-        ends, _ = self._ends(end)
+        ends, _ = self.resolve_ends(end)
         tensors = [self._entries[e]["tensor"] for e in ends]
         outputs = self._session(ends, "fwd").run(tensors, self._feeds(data, ends))
         return outputs[0] if isinstance(end, str) else outputs
@@ -137,7 +142,7 @@ class Net:
         seed (an array of the blob's shape, or a list of them, one per blob, each scaled
         by its blob's weight).
         """
-        ends, weights = self._ends(end)
+        ends, weights = self.resolve_ends(end)
         if seed is None:
             feeds = self._feeds(data, ends)
             if len(ends) > 1:
@@ -154,7 +159,7 @@ class Net:
         forward pass.  With several blobs, dst and the seeds are lists too, and with
         {blob: weight} each seed is scaled by its blob's weight.
         """
-        ends, weights = self._ends(end)
+        ends, weights = self.resolve_ends(end)
         forward, backward = self._session(ends, "fwd"), self._session(ends, "bwd")
         # A copy: the caller may change its array before calling pullback.
         feeds = self._feeds(np.array(data, dtype=np.float32, order="C"), ends)
@@ -163,7 +168,7 @@ class Net:
             binding.bind_cpu_input(name, value)
         names = [o.name for o in forward.get_outputs()]
         for name in names:
-            binding.bind_output(name, self._device_type)
+            binding.bind_output(name, self.device)
         forward.run_with_iobinding(binding)
         kept = dict(zip(names, binding.get_outputs()))
         dsts = [kept[self._entries[e]["tensor"]].numpy() for e in ends]
@@ -192,7 +197,7 @@ class Net:
 
         return (dsts[0] if single else dsts), pullback
 
-    def _ends(self, end):
+    def resolve_ends(self, end):
         """(blob names, weights or None) for a name, a list of names, or {name: weight}."""
         if isinstance(end, str):
             return (self.resolve(end),), None
@@ -211,10 +216,6 @@ class Net:
         for end in ends:
             self.check_input_size(end, *data.shape[2:])
         return {self.manifest["input"]: data}
-
-    @property
-    def _device_type(self):
-        return "cuda" if self.device == "cuda" else "cpu"
 
     def _session(self, ends, kind):
         """The session for (ends, kind): exported files for one blob, built in memory for several."""

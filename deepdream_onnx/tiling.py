@@ -62,19 +62,14 @@ def bytes_per_pixel(net, end):
     return GRAPH_FACTOR * sum(4.0 * b["channels"] / b["stride"] ** 2 for b in net.blob_info[: deepest + 1])
 
 
-def _info(net, end):
-    end = net.resolve(end)
-    return next(b for b in net.blob_info if b["name"] == end)
-
-
 def stride_of(net, end):
     """The largest stride among the blobs of end: tile rolls are multiples of it."""
-    return max(_info(net, e)["stride"] for e in ends_of(end))
+    return max(net.info(e)["stride"] for e in ends_of(end))
 
 
 def min_input(net, end):
     """(h, w): the smallest input every blob of end accepts."""
-    sizes = [_info(net, e)["min_size"] for e in ends_of(end)]
+    sizes = [net.info(e)["min_size"] for e in ends_of(end)]
     return max(s[0] for s in sizes), max(s[1] for s in sizes)
 
 
@@ -87,7 +82,7 @@ def input_window(net, end):
     With several blobs, the window of any windowed one (they share it).
     """
     for e in ends_of(end):
-        info = _info(net, e)
+        info = net.info(e)
         (mh, mw), stride = info["min_size"], info["stride"]
         if _accepts(net, e, 2 * mh + 1, 2 * mw + 1):
             continue

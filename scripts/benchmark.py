@@ -216,7 +216,7 @@ def custom_step(net, x, end):
 
 def prime_sessions(net, end):
     """Create the l2/fwd/bwd sessions on the blob's minimum-size input; returns seconds."""
-    h, w = next(b["min_size"] for b in net.blob_info if b["name"] == end)
+    h, w = net.info(end)["min_size"]
     x = np.zeros((1, 3, h, w), np.float32)
     t = time.perf_counter()
     net.gradient(x, end)
@@ -492,7 +492,8 @@ class TorchNet:
         self.torch, self.model, self.device = torch, model, device
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean, self.blob_info, self.blobs = net.mean, net.blob_info, net.blobs
-        self.resolve, self.check_input_size = net.resolve, net.check_input_size
+        self.resolve, self.resolve_ends, self.check_input_size, self.info = (
+            net.resolve, net.resolve_ends, net.check_input_size, net.info)
         self._tensors = _geometry_network(net.manifest).blobs
         model.to(device=device, memory_format=self.format)
 

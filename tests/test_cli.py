@@ -33,7 +33,7 @@ def listing(directory):
 def size(tiny_net, tiny_end):
     """(h, w) comfortably large enough for two octaves at tiny_end."""
     end = tiny_net.resolve(tiny_end)
-    mh, mw = next(b["min_size"] for b in tiny_net.blob_info if b["name"] == end)
+    mh, mw = tiny_net.info(end)["min_size"]
     return max(24, 2 * mh), max(32, 2 * mw + 5)
 
 

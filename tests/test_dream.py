@@ -103,8 +103,7 @@ class Counting:
 
 
 def min_size(net, end):
-    end = net.resolve(end)
-    return next(b["min_size"] for b in net.blob_info if b["name"] == end)
+    return net.info(end)["min_size"]
 
 
 def make_image(net, end, octave_n=2, octave_scale=1.4, seed=0, extra=6):

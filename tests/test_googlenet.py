@@ -117,7 +117,7 @@ def test_custom_seed_vjp_matches_l2_when_seed_is_the_blob(googlenet_net):
 
 
 def test_input_smaller_than_the_layer_stack_accepts(googlenet_net):
-    too_small = googlenet_net.blob_info[googlenet_net.blobs.index("inception_4c/output")]["min_size"][0] - 1
+    too_small = googlenet_net.info("inception_4c/output")["min_size"][0] - 1
     with pytest.raises(InputSizeError, match=f"{too_small}x{too_small} input"):
         googlenet_net.gradient(image(too_small, too_small), "inception_4c/output")
     with pytest.raises(InputSizeError, match="loss3/classifier"):

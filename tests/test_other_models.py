@@ -101,7 +101,7 @@ def test_classifier_gradient_with_a_seed(model):
 
 
 def test_dream_runs(model):
-    min_h, min_w = model.net.blob_info[model.net.blobs.index(model.case.dream_end)]["min_size"]
+    min_h, min_w = model.net.info(model.case.dream_end)["min_size"]
     h, w = max(min_h + 8, 48), max(min_w + 20, 64)
     img = np.random.default_rng(2).uniform(0, 255, (h, w, 3)).astype(np.float32)
     out = dream.deepdream(model.net, img, iter_n=1, octave_n=1, end=model.case.dream_end,
