@@ -13,13 +13,15 @@ import numpy as np
 
 from . import __version__, download, dream, images, objectives, paths
 from .convert import convert
-from .errors import DeepDreamError, InputSizeError, UnknownBlobError
+from .errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
 from .labels import read_labels
 from .progress import Progress
 from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
                          check_output_file, float_in, int_at_least, load_input, load_net, new_seed, say_device,
                          size_arg)
 from .cli_explore import add_explore_commands
+
+DEFAULT_END = "inception_4c/output"  # the notebook's
 
 EXAMPLES = f"""\
 examples:
@@ -52,7 +54,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, UnknownBlobError, InputSizeError) as e:
+    except (UsageError, UnknownBlobError, BlobListError, InputSizeError) as e:
         _print_error(e)
         return 2
     except DeepDreamError as e:
@@ -93,10 +95,9 @@ def build_parser():
     dreaming.add_argument("input", nargs="?", metavar="IN",
                           help="start image (any format Pillow reads); default: a built-in sky")
     g = dreaming.add_argument_group("the notebook's parameters")
-    g.add_argument("--end", default="inception_4c/output", metavar="LAYER[:WEIGHT]", action=_EndAction,
-                   help="layer to maximize (default: %(default)s; see `layers`; '_' may stand for '/'); "
+    g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=_EndAction,
+                   help=f"layer to maximize (default: {DEFAULT_END}; see `layers`; '_' may stand for '/'); "
                         "repeat it for several layers at once, each 0.5 ||layer||^2 times WEIGHT (default 1)")
-    dreaming.set_defaults(ends=None)
     add_step_params(g)
     g.add_argument("--no-clip", dest="clip", action="store_false",
                    help="do not clip pixels to 0..255 between steps: clip=False (dream saves "
@@ -182,7 +183,7 @@ def _end_spec(text):
 
 
 class _EndAction(argparse.Action):
-    """--end, repeatable: args.ends collects the (layer, weight) pairs; args.end is the last layer.
+    """--end, repeatable: args.ends collects the (layer, weight) pairs (weight None if not given).
 
     (Parsed here rather than by type=, which argparse would also apply to the default.)
     """
@@ -193,7 +194,6 @@ class _EndAction(argparse.Action):
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentError(self, str(e)) from None
         namespace.ends = (namespace.ends or []) + [(name, weight)]
-        namespace.end = name
 
 
 def _channel_list(text):
@@ -310,9 +310,9 @@ def _check_combinations(args):
         raise UsageError("--concept maximizes a class logit of the classifier; it takes no --end, --channel or --guide")
     if args.labels and args.concept is None:
         raise UsageError("--labels names the classes for --concept; give --concept too")
-    several = len(args.ends or []) > 1
+    several = len(args.ends or []) > 1 or any(weight is not None for _, weight in args.ends or [])
     if several and (args.channel or args.guide):
-        raise UsageError(f"--{'channel' if args.channel else 'guide'} takes one --end, not {len(args.ends)}")
+        raise UsageError(f"--{'channel' if args.channel else 'guide'} takes one --end without a weight")
     if args.channel and args.guide:
         raise UsageError("--channel and --guide are two objectives; give one")
     if (args.noise or args.size) and args.input:
@@ -322,9 +322,10 @@ def _check_combinations(args):
 def _end_arg(ends):
     """The --end values as deepdream's end: one layer, or {layer: weight} for several (or a weighted one)."""
     if not ends:
-        return "inception_4c/output"
-    if len(ends) == 1:
-        return ends[0][0]  # a lone weight only scales the gradient, which each step normalizes away
+        return DEFAULT_END
+    if len(ends) == 1 and ends[0][1] is None:
+        return ends[0][0]
+    # A lone weight scales the gradient; each step normalizes its size away, but not its sign.
     return {name: 1.0 if weight is None else weight for name, weight in ends}
 
 

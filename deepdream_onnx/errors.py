@@ -26,6 +26,10 @@ class UnknownBlobError(DeepDreamError, KeyError):
         return str(self.args[0])
 
 
+class BlobListError(DeepDreamError):
+    """A list of blobs that is empty or names one blob twice."""
+
+
 class InputSizeError(DeepDreamError):
     """An image is too small (or too large) for the chosen layer."""
 

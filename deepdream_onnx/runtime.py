@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from .errors import DeepDreamError, UnknownBlobError
+from .errors import BlobListError, DeepDreamError, UnknownBlobError
 from .export import end_models
 from .gradient import GRADIENT, WEIGHTS, seed_names
 from .network import Layer, Network, propagate
@@ -147,7 +147,9 @@ class Net:
             feeds = self._feeds(data, ends)
             if len(ends) > 1:
                 feeds[WEIGHTS] = np.ones(len(ends), np.float32) if weights is None else weights
-            return self._session(ends, "l2").run([GRADIENT], feeds)[0]
+            g = self._session(ends, "l2").run([GRADIENT], feeds)[0]
+            # One blob's graph takes no weights input: its weight scales the gradient.
+            return g * weights[0] if len(ends) == 1 and weights is not None else g
         _, pullback = self.vjp(data, end)
         return pullback(seed)
 
@@ -203,9 +205,9 @@ class Net:
             return (self.resolve(end),), None
         names = tuple(self.resolve(e) for e in end)
         if not names:
-            raise DeepDreamError("no blobs given")
+            raise BlobListError("no blobs given")
         if len(set(names)) != len(names):
-            raise DeepDreamError(f"a blob is given twice in {list(end)}")
+            raise BlobListError(f"a blob is given twice in {list(end)}")
         weights = np.float32(list(end.values())) if isinstance(end, dict) else None
         return names, weights
 

@@ -348,6 +348,12 @@ def test_dream_in_tiles_equals_the_api(tmp_path, tiny_model_dir, tiny_net, tiny_
     (["--end", "mix/output", "--end", "mix/outptu:2"], "did you mean"),
     (["--end", "mix/output", "--size", "40x30"], "give no input image"),
     (["--end", "mix/output", "--laplacian", 0], "--laplacian"),
+    (["--end", "mix/output", "--end", "mix_output"], "a blob is given twice"),
+    (["--end", "mix/output:2", "--channel", 1], "--channel takes one --end without a weight"),
+    (["--end", "mix/output:abc"], "expected LAYER or LAYER:WEIGHT"),
+    (["--end", "mix/output", "--octave-scale", 1], "must be greater than 1"),
+    (["--end", "mix/output", "--tile", -3], "--tile"),
+    (["--end", "mix/output", "--channel", "x"], "--channel"),
 ])
 def test_beyond_the_notebook_bad_input(tmp_path, photo, tiny_model_dir, extra, match):
     r = run("dream", photo, "-o", tmp_path / "out.png", "--model", tiny_model_dir, "--octaves", 1, *extra)

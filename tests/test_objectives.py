@@ -116,6 +116,12 @@ def test_several_blobs_are_one_run_equal_to_the_weighted_sum(tiny_net, data):
     np.testing.assert_allclose(combined, separate, rtol=1e-5, atol=1e-5 * np.abs(separate).max())
 
 
+def test_one_weighted_blob_scales_its_gradient(tiny_net, data):
+    # One blob's graph has no weights input; the weight (here negative: descend) still counts.
+    np.testing.assert_allclose(tiny_net.gradient(data, {"mix/output": -2.0}),
+                               -2.0 * tiny_net.gradient(data, "mix/output"), rtol=1e-6)
+
+
 def test_net_scales_each_seed_by_its_blob_weight(tiny_net, data):
     end = {"mix/output": 2.0, "norm1": 0.5}
     dsts, _ = tiny_net.vjp(data, list(end))
