@@ -186,7 +186,9 @@ def conv_vjp(g, node, dys):
         raise UnsupportedLayerError("Conv gradient needs pad <= dilation*(kernel-1)")
     # At stride 1 the adjoint is a plain Conv with the flipped, transposed kernel, a little
     # faster than ConvTranspose on the CPU (conv2/3x3 at 1024x575: 46 vs 49 ms).
-    transposed = g.const(_flip_transpose(weight, group), np.float32, name=f"{w}:vjp")
+    transposed = f"{w}:vjp"
+    if transposed not in g.weights:  # every blob's graph differentiates the same convolutions
+        g.weights[transposed] = _flip_transpose(weight, group)
     return [g.op("Conv", [dys[0], transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])] + none
 
 
