@@ -50,7 +50,7 @@ def objective_channels(channels):
         check(dst)
         return 0.5 * float(np.sum(np.square(dst[channels], dtype=np.float64)))
 
-    objective.value, objective.channels = value, channels
+    objective.value = value
     return objective
 
 
@@ -150,9 +150,3 @@ def concept(net, which, labels=None, end=None):
                                  "give the class index or labels for this network")
         index = class_index(which, labels)
     return end, objective_class(index)
-
-
-def class_name(index, labels=None):
-    """The label of class index, or None if there is no label for it."""
-    labels = imagenet_labels() if labels is None else labels
-    return labels[index] if 0 <= index < len(labels) else None
