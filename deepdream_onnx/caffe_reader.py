@@ -329,6 +329,4 @@ def _params(lp, type_name, where):
     if type_name not in _PARAMS:
         return {}
     field, normalize = _PARAMS[type_name]
-    if field not in lp.DESCRIPTOR.fields_by_name:  # e.g. V1 has no input_param
-        return {}
     return normalize(getattr(lp, field), where)

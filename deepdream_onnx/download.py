@@ -14,8 +14,6 @@ from .progress import Progress
 GOOGLENET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
 # From the BVLC model zoo's readme (models/bvlc_googlenet/readme.md, caffemodel_sha1).
 GOOGLENET_SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
-# Only sizes the progress bar when the server sends no Content-Length; never checked.
-GOOGLENET_SIZE = 53_533_754
 
 _CHUNK = 1 << 16
 
@@ -54,7 +52,7 @@ def fetch_caffemodel(dest=None, url=GOOGLENET_URL, sha1=GOOGLENET_SHA1, progress
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        got = _download(url, part, dest, progress, timeout, sha1)
+        got = _download(url, part, dest, progress, timeout)
         if sha1 is not None and got != sha1:
             raise ChecksumError(
                 f"downloaded {url} but its sha1 is {got}, expected {sha1}; "
@@ -68,15 +66,12 @@ def fetch_caffemodel(dest=None, url=GOOGLENET_URL, sha1=GOOGLENET_SHA1, progress
     return dest
 
 
-def _download(url, part, dest, progress, timeout, sha1):
+def _download(url, part, dest, progress, timeout):
     """Stream url into the file part and return its sha1; network failures -> DeepDreamError."""
     digest = hashlib.sha1()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            total = _content_length(response)
-            if total is None and sha1 == GOOGLENET_SHA1:
-                total = GOOGLENET_SIZE
-            with _progress_bar(progress, total, dest.name) as bar:
+            with _progress_bar(progress, _content_length(response), dest.name) as bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
                     digest.update(chunk)
