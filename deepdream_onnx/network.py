@@ -188,24 +188,21 @@ def _needed(layers, targets):
 def _weights(layer, blobs):
     """The layer's blobs reshaped to Caffe's canonical shapes (legacy 4-D dims allowed)."""
     p = layer.params
+    if layer.type not in ("Convolution", "InnerProduct"):
+        return ()
+    if len(blobs) < (2 if p["bias_term"] else 1):
+        raise CaffeFormatError(f"layer {layer.name!r} has no weights in the caffemodel; is it the right file?")
+    bias = (blobs[1].reshape(-1),) if p["bias_term"] else ()
+    w = blobs[0]
     if layer.type == "Convolution":
-        count = 2 if p["bias_term"] else 1
-        if len(blobs) < count:
-            raise CaffeFormatError(f"layer {layer.name!r} has no weights in the caffemodel; is it the right file?")
-        w = blobs[0]
         if w.ndim != 4 or w.shape[0] != p["num_output"] or tuple(w.shape[2:]) != tuple(p["kernel"]):
             raise CaffeFormatError(f"layer {layer.name!r}: weight shape {w.shape} does not match its parameters")
-        return (w,) + ((blobs[1].reshape(-1),) if p["bias_term"] else ())
-    if layer.type == "InnerProduct":
-        count = 2 if p["bias_term"] else 1
-        if len(blobs) < count:
-            raise CaffeFormatError(f"layer {layer.name!r} has no weights in the caffemodel; is it the right file?")
-        dims = [d for d in blobs[0].shape]
-        w = blobs[0].reshape(dims[-2], dims[-1]) if len(dims) >= 2 else blobs[0]
-        if p["num_output"] not in w.shape:
-            raise CaffeFormatError(f"layer {layer.name!r}: weight shape {blobs[0].shape} does not match num_output {p['num_output']}")
-        return (w,) + ((blobs[1].reshape(-1),) if p["bias_term"] else ())
-    return ()
+        return (w,) + bias
+    if w.ndim >= 2:  # legacy 4-D dims (1, 1, out, in)
+        w = w.reshape(w.shape[-2], w.shape[-1])
+    if p["num_output"] not in w.shape:
+        raise CaffeFormatError(f"layer {layer.name!r}: weight shape {blobs[0].shape} does not match num_output {p['num_output']}")
+    return (w,) + bias
 
 
 def _input_channels(structure, input_name, layers):

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 import onnx
@@ -100,6 +101,34 @@ def test_truncated_caffemodel_leaves_nothing(tiny_caffemodel, tmp_path):
         deepdream_onnx.convert(cut, tmp_path / "out")
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.caffemodel"]
+
+
+def renamed_layer(spec, old, new):
+    spec.layers = [dataclasses.replace(layer, name=new) if layer.name == old else layer for layer in spec.layers]
+    return spec
+
+
+@pytest.mark.parametrize("deploy, match", [
+    (renamed_layer(caffe_builder.tiny_spec(), "conv1", "conv1b"), "'conv1b' has no weights in the caffemodel"),
+    (caffe_builder.tiny_spec(num_classes=7), "does not match num_output 7"),
+])
+def test_prototxt_that_does_not_fit_the_weights_is_named(tiny_caffemodel, tmp_path, deploy, match):
+    prototxt = tmp_path / "deploy.prototxt"
+    caffe_builder.write_prototxt(prototxt, deploy)
+    with pytest.raises(CaffeFormatError, match=match) as err:
+        deepdream_onnx.convert(tiny_caffemodel, tmp_path / "out", prototxt=prototxt)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_leaves_no_staging_directory(tiny_caffemodel, tmp_path, monkeypatch):
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys.modules["deepdream_onnx.convert"], "_write", disk_full)
+    with pytest.raises(OSError):
+        deepdream_onnx.convert(tiny_caffemodel, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_not_a_caffemodel(tmp_path):
