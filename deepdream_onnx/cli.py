@@ -17,8 +17,8 @@ from .errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobEr
 from .labels import read_labels
 from .progress import Progress
 from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
-                         check_output_file, float_in, int_at_least, load_input, load_net, new_seed, say_device,
-                         size_arg)
+                         check_output_file, float_in, int_at_least, load_input, load_net, new_seed, print_table,
+                         say_device, size_arg)
 from .cli_explore import add_explore_commands
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
@@ -247,11 +247,11 @@ def run_zoom(args):
     say_device(net, args.quiet)
     todo = len(dream.missing_frames(out_dir, args.frames))
     with Progress(todo * args.octaves * args.iters, label="zoom", enabled=False if args.quiet else None) as bar:
-        paths = dream.zoom_frames(net, img, out_dir, frames=args.frames, s=args.scale, seed=seed,
+        frames = dream.zoom_frames(net, img, out_dir, frames=args.frames, s=args.scale, seed=seed,
                                   params=_params(args, net, end, seed, img, scale=args.scale),
                                   objective=objective, progress=bar, **_dream_kwargs(args, end))
     if args.gif:
-        images.save_animation(paths, args.gif, args.duration)
+        images.save_animation(frames, args.gif, args.duration)
     return 0
 
 
@@ -259,10 +259,7 @@ def run_layers(args):
     net = load_net(args)
     rows = [(b["name"], str(b["channels"]), str(b["stride"]), "{}x{}".format(*b["min_size"][::-1]))
             for b in net.blob_info]
-    head = ("layer", "channels", "stride", "min input (WxH)")
-    widths = [max(len(r[k]) for r in rows + [head]) for k in range(4)]
-    for r in [head] + rows:
-        print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}")
+    print_table(("layer", "channels", "stride", "min input (WxH)"), rows, "<>>>")
     return 0
 
 
@@ -282,10 +279,6 @@ def run_convert(args):
         written = convert(caffemodel, out_dir, prototxt=args.prototxt, labels=args.labels, progress=progress)
     print(f"{PROG}: converted model written to {written}", file=sys.stderr)
     return 0
-
-
-
-
 
 
 # --------------------------------------------------------------------------- helpers

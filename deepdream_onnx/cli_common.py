@@ -148,3 +148,10 @@ def same_file(a, b):
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def print_table(head, rows, align):
+    """Print rows of strings under head in columns, each aligned "<" or ">" as align says."""
+    widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(r, align, widths)).rstrip())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import __version__, dream, explore, images
 from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_file,
-                         int_at_least, load_input, load_net, new_seed, say_device, size_arg)
+                         int_at_least, load_input, load_net, new_seed, print_table, say_device, size_arg)
 from .errors import DeepDreamError
 from .labels import read_labels
 from .progress import Progress
@@ -109,7 +109,7 @@ def run_classify(args):
     classifier = _classifier(net, args.labels)
     rows = [(str(rank), str(index), f"{p:.4f}", name)
             for rank, (index, name, p) in enumerate(classifier.top(img, args.top), 1)]
-    _print_table(("rank", "class", "probability", "name"), rows, align=">>><")
+    print_table(("rank", "class", "probability", "name"), rows, align=">>><")
     return 0
 
 
@@ -195,9 +195,3 @@ def _census_starts(args, side):
     if not starts:
         raise UsageError(f"no images in folder {args.folder}")
     return starts
-
-
-def _print_table(head, rows, align):
-    widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
-    for r in [head] + rows:
-        print("  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(r, align, widths)).rstrip())
