@@ -19,13 +19,12 @@ from .caffe_reader import read_caffemodel, read_prototxt
 from .errors import DeepDreamError
 from .labels import read_labels
 from .export import KINDS, end_models, forward_model
-from .network import blob_geometry, build_network
+from .network import MEAN_BGR, blob_geometry, build_network
 from .onnx_forward import build_forward
 from .onnx_graph import OPSET, WeightsFile
 from .paths import MANIFEST
 
 FORMAT = 1
-MEAN_BGR = (104.0, 116.0, 122.0)
 LABELS = "labels.txt"
 
 

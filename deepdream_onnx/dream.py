@@ -16,9 +16,10 @@ import scipy.ndimage as nd
 
 from . import images, laplacian, tiling
 from .errors import DeepDreamError, InputSizeError
+from .network import MEAN_BGR
 
 NORMALIZE = ("mean", "laplacian")  # make_step's step normalizations
-MEAN = np.float32([104.0, 116.0, 122.0])  # BGR, the notebook's net.transformer.mean['data']
+MEAN = np.float32(MEAN_BGR)
 _BIAS = MEAN[:, np.newaxis, np.newaxis]
 
 

@@ -16,6 +16,10 @@ import numpy as np
 
 from .errors import CaffeFormatError, InputSizeError, UnsupportedLayerError
 
+# The input's mean, BGR, subtracted before the net sees an image (the notebook's
+# net.transformer.mean['data'] for BVLC GoogLeNet; every model converted here uses it).
+MEAN_BGR = (104.0, 116.0, 122.0)
+
 
 @dataclass(frozen=True)
 class Layer:

@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from .errors import BlobListError, DeepDreamError, UnknownBlobError
 from .export import end_models
 from .gradient import GRADIENT, WEIGHTS, seed_names
-from .network import Layer, Network, propagate
+from .network import MEAN_BGR, Layer, Network, propagate
 from .paths import MANIFEST, cache_dir, find_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,7 +73,7 @@ class Net:
         self._entries = {b["name"]: b for b in self.manifest["blobs"]}
         self._aliases = {name.replace("/", "_"): name for name in self.blobs}
         self._geometry = _geometry_network(self.manifest)
-        self.mean = np.float32(self.manifest.get("mean_bgr", (104.0, 116.0, 122.0)))
+        self.mean = np.float32(self.manifest.get("mean_bgr", MEAN_BGR))
         self.sha1 = self.manifest.get("source_sha1")
         self.labels = self._read_labels()
         self.device, self._providers = select_device(device)
