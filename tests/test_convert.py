@@ -220,3 +220,13 @@ def test_unreadable_manifest_says_to_convert_again(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(DeepDreamError, match="convert the model again"):
         deepdream_onnx.load(tmp_path, device="cpu")
+
+
+def test_missing_labels_file_says_to_convert_again(tiny_caffemodel, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"class {i}\n" for i in range(5)))
+    out = deepdream_onnx.convert(tiny_caffemodel, tmp_path / "out", labels=names)
+    assert deepdream_onnx.load(out, device="cpu").labels == [f"class {i}" for i in range(5)]
+    (out / "labels.txt").unlink()
+    with pytest.raises(DeepDreamError, match=r"cannot read .*labels.txt .*; convert the model again"):
+        deepdream_onnx.load(out, device="cpu")

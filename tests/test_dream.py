@@ -521,3 +521,35 @@ def test_concept_dream_raises_the_class_logit_over_the_window_grid(tiny_net):
         return tiny_net.forward(windows, end)[:, 2].mean()
 
     assert out.shape == base.shape and mean_logit(out) > mean_logit(base)
+
+
+# --------------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda net, end, img: dream.make_step(net, dream.preprocess(img), end=end, normalize="max"),
+     DeepDreamError, "normalize must be one of"),
+    (lambda net, end, img: dream.make_step(net, dream.preprocess(img), end=end, normalize="laplacian", levels=0),
+     DeepDreamError, "levels must be an integer of at least 1"),
+    (lambda net, end, img: dream.deepdream(net, img, octave_n=0, end=end), DeepDreamError, "octave_n must be at least 1"),
+    (lambda net, end, img: dream.deepdream(net, img, octave_scale=1.0, end=end),
+     DeepDreamError, "octave_scale must be greater than 1"),
+    (lambda net, end, img: dream.deepdream(net, img, end=end, tile="big"), DeepDreamError, "tile must be 'auto'"),
+    (lambda net, end, img: tiling.tile_shape(net, end, 400, 400, memory_budget=1000),
+     InputSizeError, r"a memory budget for \d+ pixels is too small for the"),
+    (lambda net, end, img: objectives.objective_channels([]), DeepDreamError, "no channels given"),
+    (lambda net, end, img: dream.zoom_frames(net, img, "unused", end=end, seed=1, rng=np.random.RandomState(1)),
+     TypeError, "takes seed or rng, not both"),
+])
+def test_bad_arguments_fail_in_one_line(tiny_net, tiny_end, img, call, error, match):
+    with pytest.raises(error, match=match) as err:
+        call(tiny_net, tiny_end, img)
+    assert "\n" not in str(err.value)
+
+
+def test_zoom_resume_refuses_frames_of_another_size(tiny_net, tiny_end, img, tmp_path):
+    kw = dict(iter_n=1, octave_n=1, end=tiny_end, s=0.1, seed=4)
+    dream.zoom_frames(tiny_net, img, tmp_path, frames=1, **kw)
+    bigger = make_image(tiny_net, tiny_end, extra=10)
+    with pytest.raises(DeepDreamError, match=r"0000.png is \d+x\d+, not \d+x\d+ like the start image; resume into"):
+        dream.zoom_frames(tiny_net, bigger, tmp_path, frames=2, **kw)

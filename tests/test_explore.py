@@ -205,6 +205,20 @@ def test_folder_starts_skip_what_is_not_an_image(tmp_path):
     assert all(img.shape == (7, 7, 3) for _, img in fitted)
     with pytest.raises(DeepDreamError, match="does not exist"):
         explore.folder_starts(tmp_path / "missing")
+    with pytest.raises(DeepDreamError, match="is not a directory"):
+        explore.folder_starts(tmp_path / "b.png")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda net, img: explore.check_ends(net, [], *img.shape[:2]), DeepDreamError, "no layers given"),
+    (lambda net, img: explore.gallery(net, img, seed=1, rng=np.random.RandomState(1)), TypeError, "seed or rng"),
+    (lambda net, img: explore.gallery(net, img, end="conv1"), TypeError, "takes ends, not end"),
+    (lambda net, img: explore.contact_sheet([]), DeepDreamError, "nothing to put on a contact sheet"),
+    (lambda net, img: explore.census(net, [], "mix/output", octave_n=1), DeepDreamError, "no start images for the census"),
+])
+def test_explore_bad_arguments(tiny_net, img, call, error, match):
+    with pytest.raises(error, match=match):
+        call(tiny_net, img)
 
 
 # --------------------------------------------------------------------------- CLI
