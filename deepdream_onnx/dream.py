@@ -150,9 +150,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="incep
     _check_normalize(normalize, levels)
     end = check_dream_size(net, end, *np.shape(base_img)[:2], octave_n, octave_scale,
                            tile=tile, memory_budget=memory_budget)
-    octaves = [preprocess(base_img)]
-    for i in range(octave_n - 1):
-        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
+    octaves = octave_pyramid(preprocess(base_img), octave_n, octave_scale)
 
     # detail: what the network added so far, carried up to the next (larger) octave
     detail = np.zeros_like(octaves[-1])
@@ -185,6 +183,14 @@ def noise_image(h, w, rng=None):
     noise = rng.uniform(size=(h, w, 3))
     noise += 100.0  # in place: a 4096 x 4096 start is 400 MB in float64
     return noise.astype(np.float32)
+
+
+def octave_pyramid(src, octave_n=4, octave_scale=1.4):
+    """The notebook's octaves of src (3 x H x W): each the last zoomed by 1/octave_scale, largest first."""
+    octaves = [src]
+    for _ in range(octave_n - 1):
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
+    return octaves
 
 
 def octave_sizes(h, w, octave_n=4, octave_scale=1.4):

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import scipy.ndimage as nd
 
 from deepdream_onnx import convert
-from deepdream_onnx.dream import deepdream, preprocess
+from deepdream_onnx.dream import deepdream, octave_pyramid, preprocess
 from deepdream_onnx.errors import DeepDreamError, ModelNotFoundError
 from deepdream_onnx.images import default_image, load_image
 from deepdream_onnx.network import propagate
@@ -122,10 +121,7 @@ def prepare_image(path):
 
 def octave_inputs(img):
     """The recipe's octave images as (1, 3, H, W) float32, smallest first (the order the dream runs)."""
-    octaves = [preprocess(img)]
-    for _ in range(OCTAVE_N - 1):
-        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / OCTAVE_SCALE, 1.0 / OCTAVE_SCALE), order=1))
-    return [o[np.newaxis] for o in octaves[::-1]]
+    return [o[np.newaxis] for o in octave_pyramid(preprocess(img), OCTAVE_N, OCTAVE_SCALE)[::-1]]
 
 
 # --- machine ------------------------------------------------------------------------------
