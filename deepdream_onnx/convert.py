@@ -85,7 +85,7 @@ def _check_labels(names, path, network):
 
 def _write(network, staging, progress, labels=None):
     g = build_forward(network)
-    weights_file = WeightsFile("weights.bin")
+    weights_file = WeightsFile()
     blobs = []
     names = list(network.blobs)
     for done, blob in enumerate(names, 1):

@@ -14,6 +14,8 @@ OPSET = 17
 # onnx >= 1.20 writes IR version 14 by default, which current onnxruntime refuses.
 IR_VERSION = 8
 FLOAT = onnx.TensorProto.FLOAT
+# Weights this small stay inline in each model instead of in the shared weights file.
+INLINE_BYTES = 1024
 
 
 def attributes(node):
@@ -96,9 +98,6 @@ def make_model(nodes, inputs, outputs, weights, doc="", external=None):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepdream-onnx")
     model.ir_version = IR_VERSION
     return model
-
-
-INLINE_BYTES = 1024
 
 
 class WeightsFile:
