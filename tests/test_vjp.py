@@ -7,8 +7,9 @@ from onnx import TensorProto, helper
 
 import caffe_reference as ref
 from onnx_check import check_vjp, op_model, reference, run_ort, run_reference, to_double
-from deepdream_onnx.errors import UnsupportedLayerError
-from deepdream_onnx.onnx_graph import FLOAT, make_model
+from deepdream_onnx.errors import DeepDreamError, UnsupportedLayerError
+from deepdream_onnx.gradient import differentiate
+from deepdream_onnx.onnx_graph import FLOAT, GraphBuilder, make_model
 from deepdream_onnx.onnx_forward import LAYERS
 from deepdream_onnx.vjp import VJP, vjp_rule
 
@@ -216,3 +217,10 @@ def test_lrn_forward_matches_caffe(beta):
     y, _ = run_ort(model, x, np.zeros((1, 9, 4, 5)))
     expected, _ = ref.lrn_forward(x, 5, 0.3, beta, 2.0)
     np.testing.assert_allclose(y, expected, rtol=2e-6, atol=1e-6)
+
+
+def test_an_end_that_does_not_depend_on_the_input_is_refused():
+    g = GraphBuilder()
+    size = g.op("Shape", ["x"])  # a shape carries no gradient
+    with pytest.raises(DeepDreamError, match=r"blob '.*' does not depend on 'x'; nothing to differentiate"):
+        differentiate(g.nodes, g.weights, "x", size)
