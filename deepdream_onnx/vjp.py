@@ -252,19 +252,112 @@ def _pool_geometry(node):
 
 
 def maxpool_vjp(g, node, dys):
-    """dX[I[o]] += dY[o], I[o] the index of window o's first maximum   (MaxPool's Indices output)"""
-    x = node.input[0]
-    # MaxPool recomputed with its Indices output: the same attributes, so the same windows
-    # with any pads, strides or ceil mode.  onnxruntime's CPU kernel scans each window row
-    # by row and keeps the first strict maximum, as Caffe does (its CUDA kernel scans
-    # column by column: exact ties may go elsewhere there).  A scatter-add of dY to those
-    # indices (windows overlap) is the whole adjoint: pool1 at 1024x575 takes 56 ms, against
-    # 150 ms for first-maximum masks spelt out with a Slice/Equal/Pad chain per window offset.
-    _, indices = g.op("MaxPool", [x], n_out=2, **attributes(node))
-    zeros = g.full(g.op("Unsqueeze", [g.op("Size", [x]), g.const([0])]), 0.0)
-    flat = g.op("ScatterElements", [zeros, g.op("Reshape", [indices, g.const([-1])]),
-                                    g.op("Reshape", [dys[0], g.const([-1])])], axis=0, reduction="add")
-    return [g.op("Reshape", [flat, g.shape(x)])]
+    """dX = route_W(X -> R, route_H(R -> Y, dY)),  R = MaxPool(X, 1 x kw): each window's row maxima
+
+    dY[o] goes to window o's first maximum in row-major order, as Caffe's strict > keeps
+    it: in the window's first row whose maximum reaches Y, that row's first cell reaching
+    it.  So the routing splits into a vertical one (Y's windows over R) and a horizontal
+    one (R's windows over X), each 1-D (_route_first_max).  Ties are settled by the graph's
+    own comparisons, the same on every execution provider, and every op is a vectorized
+    pass: onnxruntime's MaxPool with Indices is a scalar loop and its ScatterElements runs
+    on one thread (the 1024x575 L2 step: 607 -> 558 ms, 10th percentiles of 40 runs).
+    """
+    (kh, kw), (sh, sw), pads, ceil = _maxpool_geometry(node)
+    x, y = node.input[0], node.output[0]
+    rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, pads[1], 0, pads[3]], ceil_mode=ceil)
+    d_rows = _route_first_max(g, rows, y, dys[0], 2, kh, sh, (pads[0], pads[2]), ceil)
+    return [_route_first_max(g, x, rows, d_rows, 3, kw, sw, (pads[1], pads[3]), ceil)]
+
+
+def _maxpool_geometry(node):
+    a = attributes(node)
+    if any(d != 1 for d in a.get("dilations", [1, 1])) or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedLayerError("MaxPool gradient supports explicit pads without dilation")
+    return a["kernel_shape"], _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a.get("ceil_mode", 0)
+
+
+def _route_first_max(g, a, m, dm, axis, k, s, pads, ceil):
+    """da[o*s - p + t] += dm[o] * (F_t[o] - F_{t-1}[o]),  F_t = [max of window o's first t+1 cells == m[o]]
+
+    Along `axis`, window o of m holds a[o*s - p + t] for t < k (the padding never wins);
+    F_t rises from 0 to 1 (F_{k-1} = 1) at the window's first maximum, the one cell whose
+    share is not zero.  The shares are differences of dm*F_t, each 0 or dm[o]: exact.
+    """
+    # Cast and Mul beat Where here (1024x575 L2 step, 10th percentiles: 545 vs 577 ms).
+    reached = [g.op("Mul", [dm, g.op("Cast", [g.op("Equal", [_prefix_max(g, a, m, axis, t, k, s, pads, ceil), m])], to=FLOAT)])
+               for t in range(k - 1)] + [dm]
+    shares = [reached[0]] + [g.op("Sub", [reached[t], reached[t - 1]]) for t in range(1, k)]
+    return _place_cells(g, shares, a, axis, k, s, pads)
+
+
+def _prefix_max(g, a, m, axis, t, k, s, pads, ceil):
+    """max(a[o*s - p : o*s - p + t + 1]) for each window o of m, along `axis`."""
+    begin, end = pads
+    # The trailing padding (negative: cells cut) that leaves exactly m's windows at stride
+    # 1; at larger strides, enough padding for the last window, in ceil mode up to s-1
+    # cells later than in floor mode, and a Slice where the count may come out longer.
+    tail = end - (k - 1 - t) if s == 1 else max(0, t - (k - 1 - end - (s - 1 if ceil else 0)))
+    kernel, strides, pool_pads = [1, 1], [1, 1], [0, 0, 0, 0]
+    kernel[axis - 2], strides[axis - 2] = t + 1, s
+    if begin <= t and 0 <= tail <= t:  # onnxruntime wants pads smaller than the kernel
+        pool_pads[axis - 2], pool_pads[axis] = begin, tail
+        prefix = g.op("MaxPool", [a], kernel_shape=kernel, strides=strides, pads=pool_pads)
+    else:
+        prefix = _pad_axis(g, a, axis, begin, tail, -np.inf)
+        if t > 0 or s > 1:
+            prefix = g.op("MaxPool", [prefix], kernel_shape=kernel, strides=strides)
+    # Window counts repeat with period s in the input length, growing by one: a period tells.
+    sizes = range(k, k + 2 * s)
+    if s == 1 or _pooled_lengths(begin, tail, t + 1, s, False, sizes) == _pooled_lengths(begin, end, k, s, ceil, sizes):
+        return prefix
+    return g.op("Slice", [prefix, g.const([0]), g.shape(m, start=axis, end=axis + 1), g.const([axis])])
+
+
+def _pooled_lengths(begin, end, kernel, stride, ceil, sizes):
+    """The number of windows along an axis of each length in sizes."""
+    lengths = []
+    for n in sizes:
+        span = n + begin + end - kernel
+        count = (-(-span // stride) if ceil else span // stride) + 1
+        lengths.append(count - (ceil and (count - 1) * stride >= n + begin))  # no window starts in the end padding
+    return lengths
+
+
+def _place_cells(g, cells, a, axis, k, s, pads):
+    """da[o*s - p + t] += cells[t][o]: each window's cells put back where they came from in a, along `axis`."""
+    begin, end = pads
+    if s == 1:
+        # Cell t of window o lands on a[o + t - p]; a is k-1 - p - end longer than the windows.
+        tail = k - 1 - begin - end
+        placed = [_pad_axis(g, c, axis, t - begin, tail - t + begin) for t, c in enumerate(cells)]
+        return placed[0] if k == 1 else g.op("Sum", placed)
+    # Stride s: cell t of window o lands on padded position (o + t//s)*s + t%s, so the
+    # cells with t%s = r fill phase r, shifted by t//s; the phases interleave into a.
+    extra = (k - 1) // s
+    phases = []
+    for r in range(s):
+        parts = [_pad_axis(g, cells[t], axis, t // s, extra - t // s) for t in range(r, k, s)]
+        phases.append(None if not parts else parts[0] if len(parts) == 1 else g.op("Sum", parts))
+    shape = g.shape(phases[0])
+    phases = [g.full(shape, 0.0) if p is None else p for p in phases]  # stride > kernel: cells never land there
+    stacked = g.op("Concat", [g.op("Unsqueeze", [p, g.const([axis + 1])]) for p in phases], axis=axis + 1)
+    woven = g.op("Reshape", [stacked, g.op("Mul", [shape, g.const([s if i == axis else 1 for i in range(4)])])])
+    # woven starts at a's -p and may end before a does (floor mode) or past it (ceil mode).
+    tail = g.op("Sub", [g.op("Add", [g.shape(a, start=axis, end=axis + 1), g.const([begin])]),
+                        g.shape(woven, start=axis, end=axis + 1)])
+    return _pad_axis(g, woven, axis, -begin, tail)
+
+
+def _pad_axis(g, x, axis, begin, end, value=0.0):
+    """x padded along one axis of 4 by begin and end cells (negative: cropped); ints, or an int64 [n] for end."""
+    if isinstance(end, int):
+        if begin == end == 0:
+            return x
+        pads = g.const([begin if i == axis else 0 for i in range(4)] + [end if i == axis else 0 for i in range(4)])
+    else:
+        head = g.const([begin if i == axis else 0 for i in range(4)] + [0] * axis)
+        pads = g.op("Concat", [head, end] + ([g.const([0] * (3 - axis))] if axis < 3 else []), axis=0)
+    return g.op("Pad", [x, pads, g.const(value, np.float32)])
 
 
 VJP["MaxPool"] = maxpool_vjp

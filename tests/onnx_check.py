@@ -3,7 +3,7 @@
 check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
 <J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
 Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
-for Conv and pooling), with MaxPool and ConvTranspose replaced by the NumPy ones below;
+for Conv and pooling), with MaxPool, ConvTranspose and Pad replaced by the NumPy ones below;
 the same graphs also run in onnxruntime in float32.
 """
 
@@ -60,20 +60,18 @@ def to_double(model):
 
 
 class MaxPool(OpRun):
-    """ONNX MaxPool (2-D, no dilation) from the spec, Indices included.
+    """ONNX MaxPool (2-D, no dilation, no Indices) from the spec.
 
-    onnx's reference MaxPool returns wrong Indices when pads are set (it counts them in
-    padded coordinates), and the gradient graphs scatter to those indices.  Each window
-    keeps its first strict maximum in row-major order; indices are flat over N*C*H*W.
+    onnx's reference MaxPool fails on some padded windows (a zero-size reduction), as in
+    the 1-D pools the max-pool gradient runs on rows and columns.
     """
 
     op_domain = ""
 
     def _run(self, x, auto_pad=None, ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
              storage_order=0, strides=None):
-        if (auto_pad not in (None, "NOTSET") or storage_order or any(d != 1 for d in dilations or [1])
-                or len(kernel_shape) != 2):
-            raise NotImplementedError("test MaxPool: 2-D, explicit pads, no dilation, row-major only")
+        if auto_pad not in (None, "NOTSET") or any(d != 1 for d in dilations or [1]) or len(kernel_shape) != 2:
+            raise NotImplementedError("test MaxPool: 2-D, explicit pads, no dilation only")
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = kernel_shape, strides or [1, 1]
         top, left, bottom, right = pads or [0, 0, 0, 0]
@@ -84,21 +82,13 @@ class MaxPool(OpRun):
             oh -= (oh - 1) * sh >= h + top
             ow -= (ow - 1) * sw >= w + left
         reach_h, reach_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
-        xp = np.full((n, c, reach_h, reach_w), -np.inf, x.dtype)
-        rows, cols = min(h, reach_h - top), min(w, reach_w - left)
-        xp[:, :, top:top + rows, left:left + cols] = x[:, :, :rows, :cols]
+        xp = np.full((n, c, max(reach_h, top + h), max(reach_w, left + w)), -np.inf, x.dtype)
+        xp[:, :, top:top + h, left:left + w] = x
         best = np.full((n, c, oh, ow), -np.inf, x.dtype)
-        index = np.zeros((n, c, oh, ow), np.int64)
-        plane = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None] * (h * w)
         for i in range(kh):
             for j in range(kw):
-                window = xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
-                row = np.arange(oh)[:, None] * sh + i - top
-                col = np.arange(ow)[None, :] * sw + j - left
-                wins = window > best
-                best = np.where(wins, window, best)
-                index = np.where(wins, plane + row * w + col, index)
-        return (best, index)
+                best = np.maximum(best, xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw])
+        return (best,)
 
 
 class ConvTranspose(OpRun):
@@ -135,9 +125,28 @@ class ConvTranspose(OpRun):
         return (y,)
 
 
+class Pad(OpRun):
+    """ONNX Pad (constant mode) from the spec, negative pads included.
+
+    onnx's reference Pad refuses negative pads, which the spec defines as cutting cells
+    off that end; the max-pool gradient shifts tensors by padding one end and cutting the other.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, pads, value=None, mode=None):
+        if mode not in (None, "constant"):
+            raise NotImplementedError("test Pad: constant mode only")
+        pads = [int(p) for p in pads]
+        begin, end = pads[:x.ndim], pads[x.ndim:]
+        cut = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(zip(begin, end)))
+        fill = 0 if value is None else value
+        return (np.pad(x[cut], [(max(0, b), max(0, e)) for b, e in zip(begin, end)], constant_values=fill).astype(x.dtype),)
+
+
 def reference(model):
     """onnx's reference evaluator for model, with the ops above in place of its own."""
-    return ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose])
+    return ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose, Pad])
 
 
 def run_reference(model, x, seed=None):
