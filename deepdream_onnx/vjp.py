@@ -96,8 +96,11 @@ VJP["Add"] = add_vjp
 
 
 def mul_vjp(g, node, dys):
-    """dA = dY * B, dB = dY * A"""
+    """dA = dY * B, dB = dY * A   (one product when A is B: the squares of LRN)"""
     a, b = node.input
+    if a == b:
+        both = g.op("Mul", [dys[0], a])
+        return [both, both]
     return [g.op("Mul", [dys[0], b]), g.op("Mul", [dys[0], a])]
 
 
@@ -172,16 +175,19 @@ def conv_vjp(g, node, dys):
     x, w = node.input[:2]
     a = attributes(node)
     weight = g.weights[w]
-    kh, kw = weight.shape[2:]
-    strides = _pair(a.get("strides"), 1)
-    dilations = _pair(a.get("dilations"), 1)
-    pads = a.get("pads", [0, 0, 0, 0])
+    kernel = list(weight.shape[2:])
+    rank = len(kernel)
+    strides = list(a.get("strides", [1] * rank))
+    dilations = list(a.get("dilations", [1] * rank))
+    pads = list(a.get("pads", [0] * 2 * rank))
     group = a.get("group", 1)
     none = [None] * (len(node.input) - 1)
-    if strides != [1, 1]:
-        return [_strided_conv_vjp(g, dys[0], x, w, (kh, kw), strides, dilations, pads, group)] + none
-    reach = [dilations[0] * (kh - 1), dilations[1] * (kw - 1)]
-    back = [reach[0] - pads[0], reach[1] - pads[1], reach[0] - pads[2], reach[1] - pads[3]]
+    if any(s != 1 for s in strides):
+        if rank != 2:
+            raise UnsupportedLayerError("Conv gradient supports strides only in 2-D convolutions")
+        return [_strided_conv_vjp(g, dys[0], x, w, kernel, strides, dilations, pads, group)] + none
+    reach = [d * (k - 1) for d, k in zip(dilations, kernel)]
+    back = [r - p for r, p in zip(reach + reach, pads)]
     if min(back) < 0:
         raise UnsupportedLayerError("Conv gradient needs pad <= dilation*(kernel-1)")
     # At stride 1 the adjoint is a plain Conv with the flipped, transposed kernel, a little
@@ -189,7 +195,7 @@ def conv_vjp(g, node, dys):
     transposed = f"{w}:vjp"
     if transposed not in g.weights:  # every blob's graph differentiates the same convolutions
         g.weights[transposed] = _flip_transpose(weight, group)
-    return [g.op("Conv", [dys[0], transposed], pads=back, dilations=dilations, group=group, kernel_shape=[kh, kw])] + none
+    return [g.op("Conv", [dys[0], transposed], pads=back, dilations=dilations, group=group, kernel_shape=kernel)] + none
 
 
 def _strided_conv_vjp(g, dy, x, w, kernel, strides, dilations, pads, group):
@@ -211,10 +217,10 @@ VJP["Conv"] = conv_vjp
 
 
 def _flip_transpose(weight, group):
-    """(O, C/g, kh, kw) -> (C, O/g, kh, kw) per group, spatially flipped: the adjoint's kernel."""
-    o, cg, kh, kw = weight.shape
-    w = weight.reshape(group, o // group, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(w.reshape(group * cg, o // group, kh, kw)[:, :, ::-1, ::-1])
+    """(O, C/g, *k) -> (C, O/g, *k) per group, flipped along every spatial axis: the adjoint's kernel."""
+    o, cg, *kernel = weight.shape
+    w = weight.reshape(group, o // group, cg, *kernel).swapaxes(1, 2).reshape(group * cg, o // group, *kernel)
+    return np.ascontiguousarray(np.flip(w, axis=tuple(range(2, weight.ndim))))
 
 
 def gemm_vjp(g, node, dys):
