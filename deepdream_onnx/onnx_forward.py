@@ -104,15 +104,15 @@ def pooling(g, layer):
     if p["pool"] == "MAX":
         if stride == [1, 1]:
             # Stride 1: ceil and floor agree and ONNX's pads never win a max, as in Caffe.
-            g.op("MaxPool", [x], outputs=layer.outputs, kernel_shape=kernel, pads=pad + pad)
+            _separable_max_pool(g, x, layer.outputs, kernel, stride, pad + pad, 0)
             return
         if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
             # Unpadded with windows at least a stride wide, no window can start past the
             # input, so ONNX's ceil mode is Caffe's: no Pad to run, nor to differentiate.
-            g.op("MaxPool", [x], outputs=layer.outputs, kernel_shape=kernel, strides=stride, ceil_mode=1)
+            _separable_max_pool(g, x, layer.outputs, kernel, stride, [0, 0, 0, 0], 1)
             return
         padded = g.op("Pad", [x, _caffe_pool_padding(g, x, kernel, stride, pad), g.const(-np.inf, np.float32)])
-        g.op("MaxPool", [padded], outputs=layer.outputs, kernel_shape=kernel, strides=stride)
+        _separable_max_pool(g, padded, layer.outputs, kernel, stride, [0, 0, 0, 0], 0)
     elif p["pool"] == "AVE":
         if stride == [1, 1]:
             # No window hangs past the padding, so Caffe's divisor is always kh*kw.
@@ -133,6 +133,14 @@ def pooling(g, layer):
 
 
 LAYERS["Pooling"] = pooling
+
+
+def _separable_max_pool(g, x, outputs, kernel, stride, pads, ceil):
+    """MaxPool as a 1 x kw pool, then a kh x 1 one: the same maxima, and the row maxima
+    are a forward tensor that the gradient's routing reads instead of computing again."""
+    (kh, kw), (sh, sw), (top, left, bottom, right) = kernel, stride, pads
+    rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, left, 0, right], ceil_mode=ceil)
+    g.op("MaxPool", [rows], outputs=outputs, kernel_shape=[kh, 1], strides=[sh, 1], pads=[top, 0, bottom, 0], ceil_mode=ceil)
 
 
 def lrn(g, layer):

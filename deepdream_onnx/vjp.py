@@ -270,9 +270,15 @@ def maxpool_vjp(g, node, dys):
     """
     (kh, kw), (sh, sw), pads, ceil = _maxpool_geometry(node)
     x, y = node.input[0], node.output[0]
-    rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, pads[1], 0, pads[3]], ceil_mode=ceil)
-    d_rows = _route_first_max(g, rows, y, dys[0], 2, kh, sh, (pads[0], pads[2]), ceil)
-    return [_route_first_max(g, x, rows, d_rows, 3, kw, sw, (pads[1], pads[3]), ceil)]
+    # A 1-D pool (the forward writes Caffe's as two) routes along its one axis only.
+    vertical = (kh, sh, pads[0], pads[2]) != (1, 1, 0, 0)
+    horizontal = (kw, sw, pads[1], pads[3]) != (1, 1, 0, 0)
+    if not vertical or not horizontal:
+        rows = y if horizontal else x
+    else:
+        rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, pads[1], 0, pads[3]], ceil_mode=ceil)
+    d_rows = _route_first_max(g, rows, y, dys[0], 2, kh, sh, (pads[0], pads[2]), ceil) if vertical else dys[0]
+    return [_route_first_max(g, x, rows, d_rows, 3, kw, sw, (pads[1], pads[3]), ceil) if horizontal else d_rows]
 
 
 def _maxpool_geometry(node):
