@@ -205,6 +205,22 @@ def test_maxpool_first_maximum_routing_matches_the_onnx_definition(attrs):
     np.testing.assert_allclose(g32, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,stride,pad,shape", [(3, 1, 1, (1, 2, 1, 5)), (3, 1, 1, (1, 2, 4, 1)), (3, 1, 1, (1, 1, 1, 1)),
+                                                      (3, 2, 0, (1, 2, 3, 3)), (3, 2, 0, (1, 2, 4, 3)), (3, 2, 1, (1, 1, 2, 2))])
+def test_maxpool_gradient_on_the_smallest_inputs(kernel, stride, pad, shape):
+    # One row, one column or one window: the shifts that move each cell's share then cut
+    # away a whole axis before padding it back.
+    x = RNG.integers(0, 2, size=shape).astype(np.float64)
+    model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", kernel, stride, pad)))
+    y, argmax = ref.maxpool_forward(x, (kernel, kernel), (stride, stride), (pad, pad))
+    seed = RNG.standard_normal(y.shape)
+    expected = ref.maxpool_backward(seed, argmax, x.shape)
+    _, g32 = run_ort(model, x, seed)
+    np.testing.assert_allclose(g32, expected, atol=1e-5)
+    _, g64 = run_reference(to_double(model), x, seed)
+    np.testing.assert_allclose(g64, expected, atol=1e-12)
+
+
 def test_maxpool_constant_image_routes_each_window_to_its_top_left():
     model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 1)))
     _, g = run_ort(model, np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
