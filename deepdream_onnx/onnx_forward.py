@@ -10,6 +10,8 @@ right/bottom padding, and averages over the window clipped to the padded image.
 The input's height and width stay dynamic, so that arithmetic is done on Shape.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from .errors import UnsupportedLayerError
@@ -31,9 +33,39 @@ def layer_builder(layer_type):
 def build_forward(network, weights=None):
     """A GraphBuilder holding the forward nodes of every layer of `network`."""
     g = GraphBuilder(weights, prefix="fwd/")
-    for layer in network.layers:
+    for layer in _pool_before_relu(network.layers, set(network.blobs.values())):
         layer_builder(layer.type)(g, layer)
     return g
+
+
+def _pool_before_relu(layers, blobs):
+    """The layers, with each ReLU whose output only a MAX pooling reads (and no blob names) moved after it.
+
+    max(relu(x)) = relu(max(x)) over any window, and the gradients agree too, ties
+    included (a window's first maximum is the same, or the window's gradient is zero
+    either way), but after the pool the ReLU and its gradient's mask run on a quarter of
+    the cells (conv1 -> pool1 in GoogLeNet, every conv -> pool in VGG).
+    """
+    readers = {}
+    for layer in layers:
+        for name in layer.inputs:
+            readers.setdefault(name, []).append(layer)
+    moved, out = {}, []
+    for layer in layers:
+        after = readers.get(layer.outputs[0], [])
+        pool = after[0] if len(after) == 1 else None
+        if (layer.type == "ReLU" and layer.outputs[0] not in blobs and pool is not None and pool.type == "Pooling"
+                and pool.params["pool"] == "MAX" and not pool.params.get("global_pooling")):
+            moved[pool.name] = layer
+            continue
+        if layer.name in moved:
+            relu = moved.pop(layer.name)
+            pooled = f"{layer.outputs[0]}:max"
+            out.append(replace(layer, inputs=relu.inputs, outputs=(pooled,)))
+            out.append(replace(relu, inputs=(pooled,), outputs=layer.outputs))
+            continue
+        out.append(layer)
+    return out
 
 
 def _weight(g, layer, index, suffix):

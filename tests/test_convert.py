@@ -200,6 +200,30 @@ def test_global_pooling_converts_and_differentiates(tmp_path, pool):
     np.testing.assert_allclose(net.gradient(x, "fc", seed=seed), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("relu_top", ["conv1", "relu1_out"])
+def test_a_relu_read_only_by_a_max_pool_runs_after_it_unless_its_output_is_a_blob(tmp_path, relu_top):
+    spec = caffe_builder.tiny_spec()
+    names = [layer.name for layer in spec.layers]
+    spec.layers[names.index("relu1")] = dataclasses.replace(spec.layers[names.index("relu1")], top=[relu_top])
+    spec.layers[names.index("pool1")] = dataclasses.replace(spec.layers[names.index("pool1")], bottom=[relu_top])
+    model = tmp_path / "net.caffemodel"
+    caffe_builder.write_caffemodel(model, spec, fmt="v2")
+    model_dir = deepdream_onnx.convert(model, tmp_path / "out")
+    network = build_network(read_caffemodel(model))
+    nodes = onnx.load(model_dir / "forward.onnx").graph.node
+    ops = [node.op_type for node in nodes]
+    assert (ops.index("Relu") > ops.index("MaxPool")) == (relu_top == "conv1")
+    net = deepdream_onnx.load(model_dir, device="cpu")
+    x = np.random.default_rng(4).standard_normal((1, 3, 9, 9)).astype(np.float32) * 50
+    tensors = ref.forward(network, x.astype(np.float64))
+    for blob in network.blobs:
+        np.testing.assert_allclose(net.forward(x, blob), tensors[network.blobs[blob]], rtol=1e-5, atol=1e-4)
+    seed = np.random.default_rng(5).standard_normal(tensors[network.blobs[END]].shape)
+    expected = ref.backward(network, tensors, network.blobs[END], seed)
+    np.testing.assert_allclose(net.gradient(x, END, seed=seed.astype(np.float32)), expected,
+                               rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
 def test_net_rejects_malformed_calls_in_one_line(tiny_net):
     x = np.zeros((1, 3, 19, 23), np.float32)
     dst, pullback = tiny_net.vjp(x, END)
