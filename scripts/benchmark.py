@@ -470,24 +470,31 @@ def max_pool_inputs(layers):
             if layer.type == "Pooling" and layer.params["pool"] == "MAX" and not layer.params.get("global_pooling")]
 
 
-def ort_tensors(net, names, data):
+def ort_tensors(net, names, data, layers):
     """Our forward values of the network's tensors `names`, from forward.onnx cut down to them.
 
     Cut down, not just given other outputs: onnxruntime runs the nodes no output needs
-    too, and dies (SIGFPE) in the 7x7 average pool of an input smaller than 224x224.
+    too, and dies (SIGFPE) in the 7x7 average pool of an input smaller than 224x224.  A
+    ReLU that the converter moved after its max pool has no output in the graph: its
+    value is the ReLU of its input's.
     """
     import onnx
     from deepdream_onnx.onnx_graph import prune
 
     model = onnx.load(str(net.model_dir / net.manifest["forward"]))
-    nodes = prune(list(model.graph.node), names)
+    produced = {name for node in model.graph.node for name in node.output}
+    relu_of = {layer.outputs[0]: layer.inputs[0] for layer in layers if layer.type == "ReLU"}
+    fetched = [name if name in produced else relu_of[name] for name in names]
+    nodes = prune(list(model.graph.node), fetched)
     del model.graph.node[:], model.graph.output[:]
     model.graph.node.extend(nodes)
-    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in set(fetched))
     # Net's options: another optimization level rounds differently and moves near-ties.
     session = ort.InferenceSession(model.SerializeToString(), session_options(net.threads),
                                    providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(list(names), {net.manifest["input"]: data})))
+    values = dict(zip(set(fetched), session.run(list(set(fetched)), {net.manifest["input"]: data})))
+    return {name: values[name] if name in produced else np.maximum(values[relu_of[name]], 0)
+            for name in names}
 
 
 class TorchNet:
@@ -710,7 +717,7 @@ def torch_nets(net, weights, args, end, x):
     tnets = {fmt: make_torch_net(net, weights, args.threads, fmt == "nhwc")[0] for fmt in ("nchw", "nhwc")}
     layers = tnets["nchw"].model.layers
     needed = [layers[i] for i in needed_layers(layers, _geometry_network(net.manifest).blobs[end])]
-    pool_inputs = ort_tensors(net, max_pool_inputs(needed), x)
+    pool_inputs = ort_tensors(net, max_pool_inputs(needed), x, layers)
     ref = type(net)(net.model_dir, device=net.device, threads=net.threads)  # so net's first runs stay first
     for fmt, tnet in tnets.items():
         if check_torch(ref, tnet, x, end, pool_inputs) >= 1e-3:
