@@ -283,8 +283,9 @@ def maxpool_vjp(g, node, dys):
 
 def _maxpool_geometry(node):
     a = attributes(node)
-    if any(d != 1 for d in a.get("dilations", [1, 1])) or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UnsupportedLayerError("MaxPool gradient supports explicit pads without dilation")
+    if (len(a["kernel_shape"]) != 2 or any(d != 1 for d in a.get("dilations", [1, 1]))
+            or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        raise UnsupportedLayerError("MaxPool gradient supports 2-D pools with explicit pads, without dilation")
     return a["kernel_shape"], _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a.get("ceil_mode", 0)
 
 

@@ -221,6 +221,13 @@ def test_maxpool_gradient_on_the_smallest_inputs(kernel, stride, pad, shape):
     np.testing.assert_allclose(g64, expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[3, 3], dilations=[2, 2]), dict(kernel_shape=[3]),
+                                   dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER")])
+def test_maxpool_gradient_names_what_it_does_not_support(attrs):
+    with pytest.raises(UnsupportedLayerError, match="MaxPool gradient supports 2-D pools with explicit pads"):
+        op_model(op("MaxPool", **attrs))
+
+
 def test_maxpool_constant_image_routes_each_window_to_its_top_left():
     model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 1)))
     _, g = run_ort(model, np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
