@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import composite
 from .errors import UnsupportedLayerError
 from .onnx_graph import GraphBuilder
 
@@ -181,20 +182,12 @@ def lrn(g, layer):
     if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
         raise UnsupportedLayerError(f"layer {layer.name!r}: LRN WITHIN_CHANNEL is not supported")
     n = p["local_size"]
-    x = layer.inputs[0]
-    # The channel-window sum as an (n x 1 x 1) convolution of a (N, 1, C, H, W) view:
-    # standard ops with a standard gradient, faster than onnxruntime's LRN kernel, and
-    # the 3-D form beats an (n x 1) one over (N, 1, C, H*W) (C=192 at 144x256: 6.1 vs 8.2 ms).
-    squares = g.op("Mul", [x, x])
-    column = g.op("Unsqueeze", [squares, g.const([1])])
     window = g.const(np.full((1, 1, n, 1, 1), p["alpha"] / n), np.float32, name=f"{layer.name}/window")
-    k = g.const([p["k"]], np.float32, name=f"{layer.name}/k")  # the Conv's bias: k + window sum in one pass
-    summed = g.op("Conv", [column, window, k], kernel_shape=[n, 1, 1], pads=[(n - 1) // 2, 0, 0, n // 2, 0, 0])
-    scale = g.op("Reshape", [summed, g.shape(x)])
-    # scale^-beta as exp(-beta * log(scale)) (scale >= k > 0): onnxruntime's Pow is a scalar
-    # loop, its Exp and Log are vectorized (7.3 -> 4.0 ms at conv1's 64x144x256).
-    power = g.op("Exp", [g.op("Mul", [g.op("Log", [scale]), g.const(-p["beta"], np.float32)])])
-    g.op("Mul", [x, power], outputs=layer.outputs)
+    k = g.const([p["k"]], np.float32, name=f"{layer.name}/k")
+    neg_beta = g.const(-p["beta"], np.float32, name=f"{layer.name}/neg_beta")
+    y = layer.outputs[0]
+    # One composite node, so that the gradient is Caffe's closed form (vjp.lrn_vjp).
+    g.nodes.append(composite.caffe_lrn(layer.inputs[0], window, k, neg_beta, (y, f"{y}:scale", f"{y}:power"), n))
 
 
 LAYERS["LRN"] = lrn

@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import composite
+
 OPSET = 17
 # onnx >= 1.20 writes IR version 14 by default, which current onnxruntime refuses.
 IR_VERSION = 8
@@ -81,6 +83,7 @@ def make_model(nodes, inputs, outputs, weights, doc="", external=None):
     ints or dimension names.  With `external` (a WeightsFile), large weights are
     references into that shared file instead of inline copies.
     """
+    nodes = composite.expand(nodes)
     used = {name for node in nodes for name in node.input}
     initializers = [
         external.reference(name, weights[name]) if external is not None and weights[name].nbytes >= INLINE_BYTES

@@ -11,6 +11,7 @@ and one check in tests/test_vjp.py.
 
 import numpy as np
 
+from . import composite
 from .errors import UnsupportedLayerError
 from .onnx_graph import FLOAT, attributes
 
@@ -129,6 +130,28 @@ def log_vjp(g, node, dys):
 
 
 VJP["Log"] = log_vjp
+
+
+# --- composite ops (deepdream_onnx.composite) ----------------------------------------
+
+
+def caffe_lrn_vjp(g, node, dys):
+    """dX = dY * power - (2 beta alpha/n) * X * window_sum^T(dY * Y / scale)   (Caffe's LRN gradient)"""
+    x, window, _, neg_beta = node.input
+    y, scale, power = node.output
+    size = attributes(node)["size"]
+    adjoint = f"{window}:vjp"
+    if adjoint not in g.weights:  # the window is symmetric: its adjoint only swaps the pads
+        g.weights[adjoint] = (g.weights[window] * (2 * g.weights[neg_beta])).astype(np.float32)
+    ratio = g.op("Div", [g.op("Mul", [dys[0], y]), scale])
+    column = g.op("Unsqueeze", [ratio, g.const([1])])
+    pads = composite.lrn_pads(size)
+    summed = g.op("Conv", [column, adjoint], kernel_shape=[size, 1, 1], pads=pads[3:] + pads[:3])
+    across = g.op("Mul", [g.op("Reshape", [summed, g.shape(x)]), x])
+    return [g.op("Add", [g.op("Mul", [dys[0], power]), across]), None, None, None]
+
+
+VJP["CaffeLRN"] = caffe_lrn_vjp
 
 
 # --- reshaping -------------------------------------------------------------------

@@ -97,8 +97,9 @@ CASES = {
     "avepool-k3s1-pad1": (caffe(ref.pool_layer("p", "x", "y", "AVE", 3, 1, 1)), (1, 2, 4, 5), {"AveragePool"}),
     "global-avepool": (op("GlobalAveragePool"), (2, 3, 5, 7), {"GlobalAveragePool"}),
     "global-maxpool": (op("GlobalMaxPool"), (2, 3, 5, 7), {"GlobalMaxPool"}),
-    "lrn": (caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.5, beta=0.75, k=1.0)), (1, 7, 3, 4), {"LRN-composite"}),
-    "lrn-beta-0.6": (caffe(ref.lrn_layer("n", "x", "y", local_size=3, alpha=0.3, beta=0.6, k=2.0)), (1, 5, 3, 4), {"Exp", "Log"}),
+    "lrn": (caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.5, beta=0.75, k=1.0)), (1, 7, 3, 4), {"CaffeLRN"}),
+    "lrn-beta-0.6": (caffe(ref.lrn_layer("n", "x", "y", local_size=3, alpha=0.3, beta=0.6, k=2.0)), (1, 5, 3, 4), {"CaffeLRN"}),
+    "lrn-even-size": (caffe(ref.lrn_layer("n", "x", "y", local_size=4, alpha=0.4, beta=0.75, k=1.5)), (2, 6, 3, 5), {"CaffeLRN"}),
 }
 
 
