@@ -264,11 +264,6 @@ def session_options(threads=0, spin=False):
     # as fwd and bwd do, steal each other's cores (373x210: vjp + pullback 166 -> 102 ms
     # without), so Net lets only its l2 sessions spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    # Loops split into ever smaller blocks that either thread takes, so one thread slowed
-    # for a moment (a shared machine's neighbours) delays an op less: the max-pool
-    # gradient's many short ops end where the threads meet (1024x575 L2 step, medians of
-    # 32 runs in turns: 688 -> 668 and 626 -> 608 ms).
-    options.add_session_config_entry("session.dynamic_block_base", "4")
     return options
 
 
