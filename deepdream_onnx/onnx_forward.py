@@ -8,6 +8,7 @@ Where ONNX and Caffe differ, the builders spell Caffe out with standard ops:
 pooling rounds the output size up (ceil mode) but never starts a window in the
 right/bottom padding, and averages over the window clipped to the padded image.
 The input's height and width stay dynamic, so that arithmetic is done on Shape.
+LRN is one composite node (composite.py), written out as standard ops in every model.
 """
 
 from dataclasses import replace
@@ -186,7 +187,7 @@ def lrn(g, layer):
     k = g.const([p["k"]], np.float32, name=f"{layer.name}/k")
     neg_beta = g.const(-p["beta"], np.float32, name=f"{layer.name}/neg_beta")
     y = layer.outputs[0]
-    # One composite node, so that the gradient is Caffe's closed form (vjp.lrn_vjp).
+    # One composite node, so that the gradient is Caffe's closed form (vjp.caffe_lrn_vjp).
     g.nodes.append(composite.caffe_lrn(layer.inputs[0], window, k, neg_beta, (y, f"{y}:scale", f"{y}:power"), n))
 
 

@@ -81,7 +81,8 @@ def make_model(nodes, inputs, outputs, weights, doc="", external=None):
 
     inputs and outputs are lists of (name, elem_type, shape) with shape entries as
     ints or dimension names.  With `external` (a WeightsFile), large weights are
-    references into that shared file instead of inline copies.
+    references into that shared file instead of inline copies.  Composite nodes
+    (composite.py) are written out as the standard ops that define them.
     """
     nodes = composite.expand(nodes)
     used = {name for node in nodes for name in node.input}
