@@ -274,10 +274,12 @@ VJP["Softmax"] = softmax_vjp
 
 
 def _pool_geometry(node):
+    """(kernel, strides, pads, ceil_mode, attributes) of a 2-D pool with explicit pads and no dilation."""
     a = attributes(node)
-    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise UnsupportedLayerError(f"{node.op_type} gradient supports only ceil_mode=0 without dilation")
-    return list(a["kernel_shape"]), _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a
+    if (len(a["kernel_shape"]) != 2 or any(d != 1 for d in a.get("dilations", [1, 1]))
+            or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        raise UnsupportedLayerError(f"{node.op_type} gradient supports 2-D pools with explicit pads, without dilation")
+    return list(a["kernel_shape"]), _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a.get("ceil_mode", 0), a
 
 
 def maxpool_vjp(g, node, dys):
@@ -291,7 +293,7 @@ def maxpool_vjp(g, node, dys):
     pass: onnxruntime's MaxPool with Indices is a scalar loop and its ScatterElements runs
     on one thread (the 1024x575 L2 step: 607 -> 558 ms, 10th percentiles of 40 runs).
     """
-    (kh, kw), (sh, sw), pads, ceil = _maxpool_geometry(node)
+    (kh, kw), (sh, sw), pads, ceil, _ = _pool_geometry(node)
     x, y = node.input[0], node.output[0]
     # A 1-D pool (the forward writes Caffe's as two) routes along its one axis only.
     vertical = (kh, sh, pads[0], pads[2]) != (1, 1, 0, 0)
@@ -302,14 +304,6 @@ def maxpool_vjp(g, node, dys):
         rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, pads[1], 0, pads[3]], ceil_mode=ceil)
     d_rows = _route_first_max(g, rows, y, dys[0], 2, kh, sh, (pads[0], pads[2]), ceil) if vertical else dys[0]
     return [_route_first_max(g, x, rows, d_rows, 3, kw, sw, (pads[1], pads[3]), ceil) if horizontal else d_rows]
-
-
-def _maxpool_geometry(node):
-    a = attributes(node)
-    if (len(a["kernel_shape"]) != 2 or any(d != 1 for d in a.get("dilations", [1, 1]))
-            or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
-        raise UnsupportedLayerError("MaxPool gradient supports 2-D pools with explicit pads, without dilation")
-    return a["kernel_shape"], _pair(a.get("strides"), 1), a.get("pads", [0, 0, 0, 0]), a.get("ceil_mode", 0)
 
 
 def _route_first_max(g, a, m, dm, axis, k, s, pads, ceil):
@@ -401,7 +395,9 @@ VJP["MaxPool"] = maxpool_vjp
 
 def averagepool_vjp(g, node, dys):
     """dX[p] = sum over windows o containing p of dY[o] / (kh*kw)   (pads counted, count_include_pad=1)"""
-    (kh, kw), strides, pads, a = _pool_geometry(node)
+    (kh, kw), strides, pads, ceil, a = _pool_geometry(node)
+    if ceil:
+        raise UnsupportedLayerError("AveragePool gradient supports only ceil_mode=0")
     if any(pads) and not a.get("count_include_pad", 0):
         raise UnsupportedLayerError("AveragePool gradient needs count_include_pad=1 when padded")
     x, y = node.input[0], node.output[0]

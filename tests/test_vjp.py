@@ -229,6 +229,19 @@ def test_maxpool_gradient_names_what_it_does_not_support(attrs):
         op_model(op("MaxPool", **attrs))
 
 
+@pytest.mark.parametrize("attrs,match", [(dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), "only ceil_mode=0"),
+                                         (dict(kernel_shape=[3, 3], dilations=[2, 2]), "2-D pools with explicit pads")])
+def test_averagepool_gradient_names_what_it_does_not_support(attrs, match):
+    with pytest.raises(UnsupportedLayerError, match=f"AveragePool gradient supports {match}"):
+        op_model(op("AveragePool", **attrs))
+
+
+def test_strided_conv_gradient_needs_two_spatial_axes():
+    weight = np.float32(RNG.standard_normal((2, 1, 3, 1, 1)))
+    with pytest.raises(UnsupportedLayerError, match="strides only in 2-D convolutions"):
+        op_model(op("Conv", weight, kernel_shape=[3, 1, 1], strides=[2, 1, 1]))
+
+
 def test_maxpool_constant_image_routes_each_window_to_its_top_left():
     model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", 2, 1)))
     _, g = run_ort(model, np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
