@@ -29,7 +29,7 @@ def lrn_pads(size):
 def _expand_caffe_lrn(node):
     x, window, k, neg_beta = node.input
     y, scale, power = node.output
-    size = helper.get_attribute_value(node.attribute[0])
+    size = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "size")
     part = f"{y}/lrn/"
     make = helper.make_node
     # The channel-window sum as an (n x 1 x 1) convolution of a (N, 1, C, H, W) view, with

@@ -484,15 +484,15 @@ def ort_tensors(net, names, data, layers):
     model = onnx.load(str(net.model_dir / net.manifest["forward"]))
     produced = {name for node in model.graph.node for name in node.output}
     relu_of = {layer.outputs[0]: layer.inputs[0] for layer in layers if layer.type == "ReLU"}
-    fetched = [name if name in produced else relu_of[name] for name in names]
+    fetched = list(dict.fromkeys(name if name in produced else relu_of[name] for name in names))
     nodes = prune(list(model.graph.node), fetched)
     del model.graph.node[:], model.graph.output[:]
     model.graph.node.extend(nodes)
-    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in set(fetched))
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fetched)
     # Net's options: another optimization level rounds differently and moves near-ties.
     session = ort.InferenceSession(model.SerializeToString(), session_options(net.threads),
                                    providers=["CPUExecutionProvider"])
-    values = dict(zip(set(fetched), session.run(list(set(fetched)), {net.manifest["input"]: data})))
+    values = dict(zip(fetched, session.run(fetched, {net.manifest["input"]: data})))
     return {name: values[name] if name in produced else np.maximum(values[relu_of[name]], 0)
             for name in names}
 
