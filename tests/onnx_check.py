@@ -59,6 +59,16 @@ def to_double(model):
     return model
 
 
+def pooled_size(size, begin, end, kernel, stride, ceil_mode):
+    """The number of pooling windows along an axis, by ONNX's definition.
+
+    In ceil mode no window may start in the end padding.
+    """
+    rounding = np.ceil if ceil_mode else np.floor
+    count = int(rounding((size + begin + end - kernel) / stride)) + 1
+    return count - int(bool(ceil_mode) and (count - 1) * stride >= size + begin)
+
+
 class MaxPool(OpRun):
     """ONNX MaxPool (2-D, no dilation, no Indices) from the spec.
 
@@ -75,12 +85,7 @@ class MaxPool(OpRun):
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = kernel_shape, strides or [1, 1]
         top, left, bottom, right = pads or [0, 0, 0, 0]
-        rounding = np.ceil if ceil_mode else np.floor
-        oh = int(rounding((h + top + bottom - kh) / sh)) + 1
-        ow = int(rounding((w + left + right - kw) / sw)) + 1
-        if ceil_mode:  # no window may start in the bottom/right padding
-            oh -= (oh - 1) * sh >= h + top
-            ow -= (ow - 1) * sw >= w + left
+        oh, ow = pooled_size(h, top, bottom, kh, sh, ceil_mode), pooled_size(w, left, right, kw, sw, ceil_mode)
         reach_h, reach_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
         xp = np.full((n, c, max(reach_h, top + h), max(reach_w, left + w)), -np.inf, x.dtype)
         xp[:, :, top:top + h, left:left + w] = x

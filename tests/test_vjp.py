@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import caffe_reference as ref
-from onnx_check import check_vjp, op_model, reference, run_ort, run_reference, to_double
+from onnx_check import check_vjp, op_model, pooled_size, reference, run_ort, run_reference, to_double
 from deepdream_onnx.errors import DeepDreamError, UnsupportedLayerError
 from deepdream_onnx.gradient import differentiate
 from deepdream_onnx.onnx_graph import FLOAT, GraphBuilder, make_model
@@ -164,11 +164,7 @@ def spec_maxpool_backward(x, seed, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 
     """dX of an ONNX MaxPool from its definition: each window's dY to its first strict maximum, row-major."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (top, left, bottom, right) = kernel_shape, strides, pads
-    rounding = np.ceil if ceil_mode else np.floor
-    oh, ow = (int(rounding((size + a + b - k) / s)) + 1 for size, a, b, k, s in ((h, top, bottom, kh, sh), (w, left, right, kw, sw)))
-    if ceil_mode:  # no window starts in the bottom/right padding
-        oh -= (oh - 1) * sh >= h + top
-        ow -= (ow - 1) * sw >= w + left
+    oh, ow = pooled_size(h, top, bottom, kh, sh, ceil_mode), pooled_size(w, left, right, kw, sw, ceil_mode)
     assert seed.shape == (n, c, oh, ow)
     dx = np.zeros_like(x)
     for i in range(oh):
