@@ -45,10 +45,6 @@ def _active_tensors(nodes, wrt):
     return active
 
 
-def _total(g, contributions):
-    return contributions[0] if len(contributions) == 1 else g.op("Sum", contributions)
-
-
 def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
     """The Gradient of sum_i <seed_i, ends[i]> with respect to the tensor `wrt`, by `rules` (op type -> VJP).
 
@@ -66,7 +62,7 @@ def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
     for end, seed in zip(ends, seeds):
         cotangents.setdefault(end, []).append(seed)
     for node in reversed(nodes):
-        dys = [_total(g, cotangents[o]) if o in cotangents else None for o in node.output]
+        dys = [g.sum(cotangents[o]) if o in cotangents else None for o in node.output]
         if all(dy is None for dy in dys) or not any(name in active for name in node.input):
             continue
         g.prefix = f"{node.output[0]}/grad/"
@@ -74,7 +70,7 @@ def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
         for name, dx in zip(node.input, dxs):
             if dx is not None and name in active:
                 cotangents.setdefault(name, []).append(dx)
-    result = _total(g, cotangents[wrt])
+    result = g.sum(cotangents[wrt])
     g.op("Identity", [result], outputs=[GRADIENT])
     backward = prune(g.nodes, [GRADIENT])
     return _partition(nodes, backward, ends, seeds, wrt, weights)

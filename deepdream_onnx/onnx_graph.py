@@ -62,6 +62,14 @@ class GraphBuilder:
             self.weights[name] = array
         return name
 
+    def sum(self, terms):
+        """The sum of one or more tensors, as a chain of Adds: onnxruntime's CPU Sum kernel
+        is slower than Adds of the same terms (3 terms at 64x288x256: 3.9 vs 2.9 ms)."""
+        total = terms[0]
+        for term in terms[1:]:
+            total = self.op("Add", [total, term])
+        return total
+
     def full(self, shape, value):
         """A float32 tensor of `shape` (an int64 shape tensor) filled with value."""
         return self.op("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([value], np.float32)))
@@ -84,7 +92,7 @@ def make_model(nodes, inputs, outputs, weights, doc="", external=None):
     references into that shared file instead of inline copies.  Composite nodes
     (composite.py) are written out as the standard ops that define them.
     """
-    nodes = composite.expand(nodes)
+    nodes = composite.expand(nodes, weights)
     used = {name for node in nodes for name in node.input}
     initializers = [
         external.reference(name, weights[name]) if external is not None and weights[name].nbytes >= INLINE_BYTES

@@ -360,14 +360,14 @@ def _place_cells(g, cells, a, axis, k, s, pads):
         # Cell t of window o lands on a[o + t - p]; a is k-1 - p - end longer than the windows.
         tail = k - 1 - begin - end
         placed = [_pad_axis(g, c, axis, t - begin, tail - t + begin) for t, c in enumerate(cells)]
-        return placed[0] if k == 1 else g.op("Sum", placed)
+        return g.sum(placed)
     # Stride s: cell t of window o lands on padded position (o + t//s)*s + t%s, so the
     # cells with t%s = r fill phase r, shifted by t//s; the phases interleave into a.
     extra = (k - 1) // s
     phases = []
     for r in range(s):
         parts = [_pad_axis(g, cells[t], axis, t // s, extra - t // s) for t in range(r, k, s)]
-        phases.append(None if not parts else parts[0] if len(parts) == 1 else g.op("Sum", parts))
+        phases.append(g.sum(parts) if parts else None)
     shape = g.shape(phases[0])
     phases = [g.full(shape, 0.0) if p is None else p for p in phases]  # stride > kernel: cells never land there
     stacked = g.op("Concat", [g.op("Unsqueeze", [p, g.const([axis + 1])]) for p in phases], axis=axis + 1)
