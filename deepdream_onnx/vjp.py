@@ -132,6 +132,23 @@ def log_vjp(g, node, dys):
 VJP["Log"] = log_vjp
 
 
+def sqrt_vjp(g, node, dys):
+    """dX = dY / (2 Y)   (Y = sqrt(X))"""
+    return [g.op("Div", [dys[0], g.op("Add", [node.output[0], node.output[0]])])]
+
+
+VJP["Sqrt"] = sqrt_vjp
+
+
+def reciprocal_vjp(g, node, dys):
+    """dX = -dY * Y^2   (Y = 1/X)"""
+    y = node.output[0]
+    return [g.op("Neg", [g.op("Mul", [g.op("Mul", [dys[0], y]), y])])]
+
+
+VJP["Reciprocal"] = reciprocal_vjp
+
+
 # --- composite ops (deepdream_onnx.composite) ----------------------------------------
 
 
