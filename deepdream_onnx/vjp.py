@@ -197,11 +197,9 @@ VJP["Concat"] = concat_vjp
 
 
 def pad_vjp(g, node, dys):
-    """dX = dY[begin : begin + shape(X)]   (the inverse crop of Pad)"""
+    """dX = Pad(dY, -pads)   (a pad's gradient crops it off again; a crop's pads zeros back)"""
     x, pads = node.input[:2]
-    begin = g.op("Slice", [pads, g.const([0]), g.const([4])])
-    ends = g.op("Add", [begin, g.shape(x)])
-    return [g.op("Slice", [dys[0], begin, ends]), None, None][: len(node.input)]
+    return [g.op("Pad", [dys[0], g.op("Neg", [pads])]), None, None][: len(node.input)]
 
 
 VJP["Pad"] = pad_vjp
@@ -334,7 +332,7 @@ def _route_first_max(g, a, m, dm, axis, k, s, pads, ceil):
     reached = [g.op("Mul", [dm, g.op("Cast", [g.op("Equal", [_prefix_max(g, a, m, axis, t, k, s, pads, ceil), m])], to=FLOAT)])
                for t in range(k - 1)] + [dm]
     shares = [reached[0]] + [g.op("Sub", [reached[t], reached[t - 1]]) for t in range(1, k)]
-    return _place_cells(g, shares, a, axis, k, s, pads)
+    return _place_cells(g, shares, a, axis, k, s, pads, ceil)
 
 
 def _prefix_max(g, a, m, axis, t, k, s, pads, ceil):
@@ -370,7 +368,7 @@ def _pooled_lengths(begin, end, kernel, stride, ceil, sizes):
     return lengths
 
 
-def _place_cells(g, cells, a, axis, k, s, pads):
+def _place_cells(g, cells, a, axis, k, s, pads, ceil):
     """da[o*s - p + t] += cells[t][o]: each window's cells put back where they came from in a, along `axis`."""
     begin, end = pads
     if s == 1:
@@ -384,10 +382,16 @@ def _place_cells(g, cells, a, axis, k, s, pads):
     # has nothing to cut when s divides len + p (pool1-4 of GoogLeNet at even sizes), and
     # onnxruntime's Pad is a plain copy there (pool1 at 1024x575: 3 vs 5 ms for the cut).
     length = g.op("Div", [g.op("Add", [g.shape(a, start=axis, end=axis + 1), g.const([begin + s - 1])]), g.const([s])])
-    spare = g.op("Sub", [length, g.shape(cells[0], start=axis, end=axis + 1)])
+    sizes = range(k, k + 2 * s)  # a period of window counts tells (see _prefix_max)
+    if _pooled_lengths(begin, end, k, s, ceil, sizes) == [-(-(n + begin) // s) for n in sizes]:
+        # As many windows as phase cells at every size (the forward's _overlapping_max_pool).
+        ends = [-(t // s) for t in range(k)]
+    else:
+        spare = g.op("Sub", [length, g.shape(cells[0], start=axis, end=axis + 1)])
+        ends = [g.op("Sub", [spare, g.const([t // s])]) for t in range(k)]
     phases = []
     for r in range(s):
-        parts = [_pad_axis(g, cells[t], axis, t // s, g.op("Sub", [spare, g.const([t // s])])) for t in range(r, k, s)]
+        parts = [_pad_axis(g, cells[t], axis, t // s, ends[t]) for t in range(r, k, s)]
         phases.append(g.sum(parts) if parts else None)
     shape = g.shape(phases[0])
     phases = [g.full(shape, 0.0) if p is None else p for p in phases]  # stride > kernel: cells never land there

@@ -74,6 +74,7 @@ CASES = {
     "unsqueeze": (op("Unsqueeze", np.array([1])), (2, 3, 4), {"Unsqueeze"}),
     "concat": (concat_of_convs, (1, 3, 6, 9), {"Concat", "Conv"}),
     "pad": (op("Pad", np.array([0, 0, 1, 2, 0, 0, 3, 1]), np.array(0.0, np.float32)), (1, 2, 4, 5), {"Pad"}),
+    "pad-crop": (op("Pad", np.array([0, 0, -1, 2, 0, 0, 1, -3])), (1, 2, 4, 7), {"Pad"}),
     "softmax": (op("Softmax", axis=1), (2, 7), {"Softmax"}),
     "gemm": (chain(op("Flatten", axis=1), op("Gemm", weights(4, 30), weights(4), transB=1)), (2, 3, 2, 5), {"Gemm"}),
     "gemm-transposed": (op("Gemm", weights(6, 4), transB=0), (3, 6), {"Gemm"}),
@@ -183,6 +184,7 @@ def spec_maxpool_backward(x, seed, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 
 
 
 @pytest.mark.parametrize("attrs", [dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1], ceil_mode=1),
                                    dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
                                    dict(kernel_shape=[3, 3], strides=[2, 2]),
                                    dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 0, 1, 2], ceil_mode=1),
