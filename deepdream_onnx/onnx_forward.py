@@ -183,12 +183,12 @@ def _separable_max_pool(g, x, outputs, kernel, stride, pads, ceil):
 def _overlapping_max_pool(g, x, y, kernel, stride):
     """Caffe's unpadded max pool with windows wider than the stride (GoogLeNet's 3x3/2).
 
-    With k - s cells of end padding in ceil mode, ONNX pools ceil(L/s) windows, as many as
-    the stride's phases of L: Caffe's ceil((L-k)/s) + 1 and, when the last cell starts no
-    Caffe window, one more, cut off after the pool.  The gradient's routing then lines up
-    with the phases at every size, so it slices and pads nothing at the pool's full size
-    (only the small cut here and its padding in the gradient): the 1024x575 L2 step 512
-    vs 534 and 496 vs 516 ms, 731x411 248 vs 263 ms (medians of 20 runs in turns).
+    With k - s cells of end padding in ceil mode, ONNX pools ceil(L/s) windows, one per
+    cell of each stride phase: Caffe's ceil((L-k)/s) + 1, or one more over the last cells
+    only, cut off after the pool.  The gradient's routing then lines up with the phases at
+    every size, so it slices and pads nothing at the pool's input size (only this cut and
+    its padding back, at the output's): the 1024x575 L2 step 512 vs 534 and 496 vs 516 ms,
+    731x411 248 vs 263 ms (medians of 20 runs in turns).
     """
     extra = [k - s for k, s in zip(kernel, stride)]
     windows = g.fresh("windows")
