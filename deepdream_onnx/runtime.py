@@ -223,7 +223,7 @@ class Net:
         """The session for (ends, kind): exported files for one blob, built in memory for several."""
         key = (ends, kind)
         if key not in self._sessions:
-            options = session_options(self.threads, spin=kind == "l2")
+            options = session_options(self.threads)
             if len(ends) == 1:
                 model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
             else:
@@ -242,11 +242,8 @@ class Net:
         return models
 
 
-def session_options(threads=0, spin=False):
-    """The onnxruntime options of Net's sessions (threads 0: onnxruntime's default).
-
-    spin: let idle worker threads spin for work (about 40 ms of a core after each run).
-    """
+def session_options(threads=0):
+    """The onnxruntime options of Net's sessions (threads 0: onnxruntime's default)."""
     options = ort.SessionOptions()
     # EXTENDED keeps every fusion but not the CPU's NCHWc layout: the gradient graphs read
     # most activations in plain NCHW, and the reorders cost more than the blocked
@@ -259,11 +256,12 @@ def session_options(threads=0, spin=False):
     # memory of a default dream (1.17 -> 0.72 GB), and gains nothing measurable at this
     # optimization level (1024x575 L2 step, medians of 10: 685 vs 664 ms, 852 vs 849).
     options.enable_mem_pattern = False
-    # Each session owns a thread pool.  Spinning workers start each op sooner (a session
-    # used alone: 1024x575 L2 step, medians 703 vs 768 ms), but two sessions taking turns,
-    # as fwd and bwd do, steal each other's cores (373x210: vjp + pullback 166 -> 102 ms
-    # without), so Net lets only its l2 sessions spin.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    # Spinning workers start each op sooner (an L2 step alone at 1024x575: medians 703 vs
+    # 768 ms), and stopping them as each run returns keeps a session's idle pool from
+    # taking the cores of the next session's run, as fwd and bwd take turns (a custom
+    # objective's step at 373x210: 66-72 vs 73-85 ms without spinning, medians in turns).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     # Not session.dynamic_block_base: its shrinking blocks held a busy machine's medians
     # ~3% lower, but they split sums differently from run to run, so the same image and
     # seed no longer dreamed the same bits (a forward pass: 3e-7 relative between runs).

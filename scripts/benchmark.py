@@ -190,8 +190,9 @@ def time_calls(fns, repeats, warmup=WARMUP, rounds=2):
     fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
     steps do, and the blocks take turns over `rounds` rounds, so that a load that comes
     and goes on a shared machine slows each alike.  A pause before each block lets threads
-    the previous block left spinning go to sleep (onnxruntime's l2 sessions spin for about
-    40 ms after a run), so no block pays for another's.
+    the previous block left spinning go to sleep (PyTorch's OpenMP workers spin a while
+    after a call; our sessions stop theirs as each run returns), so no block pays for
+    another's.
     """
     times = {name: [] for name in fns}
     for r in range(rounds):
