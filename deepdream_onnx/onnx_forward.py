@@ -103,12 +103,9 @@ def relu(g, layer):
 LAYERS["ReLU"] = relu
 
 
-def _caffe_pool_padding(g, x, kernel, stride, pad):
-    """Pads [0,0,top,left, 0,0,bottom,right] that make a floor-mode pool produce Caffe's size.
-
-    Caffe: out = ceil((H + 2p - k) / s) + 1, minus one if that last window would start
-    in the padding ((out-1)*s >= H + p).  The bottom pad is whatever the last window needs.
-    """
+def _caffe_pooled_size(g, x, kernel, stride, pad):
+    """Caffe's pooled [H, W] of x: ceil((H + 2p - k) / s) + 1, minus one if that last
+    window would start in the padding ((out-1)*s >= H + p)."""
     k, s, p = (g.const(list(v)) for v in (kernel, stride, pad))
     size = g.shape(x, start=2, end=4)
     reach = g.op("Add", [g.op("Sub", [g.op("Add", [size, g.op("Add", [p, p])]), k]), g.op("Sub", [s, g.const([1, 1])])])
@@ -116,6 +113,15 @@ def _caffe_pool_padding(g, x, kernel, stride, pad):
     if any(pad):
         starts_in_pad = g.op("GreaterOrEqual", [g.op("Mul", [g.op("Sub", [out, g.const([1, 1])]), s]), g.op("Add", [size, p])])
         out = g.op("Sub", [out, g.op("Cast", [starts_in_pad], to=7)])
+    return out
+
+
+def _caffe_pool_padding(g, x, kernel, stride, pad):
+    """Pads [0,0,top,left, 0,0,bottom,right] that make a floor-mode pool produce Caffe's
+    size (_caffe_pooled_size): the bottom pad is whatever the last window needs."""
+    k, s, p = (g.const(list(v)) for v in (kernel, stride, pad))
+    size = g.shape(x, start=2, end=4)
+    out = _caffe_pooled_size(g, x, kernel, stride, pad)
     needed = g.op("Add", [g.op("Mul", [g.op("Sub", [out, g.const([1, 1])]), s]), k])
     bottom = g.op("Max", [g.op("Sub", [needed, g.op("Add", [size, p])]), g.const([0, 0])])
     zeros = g.const([0, 0])
@@ -193,10 +199,7 @@ def _overlapping_max_pool(g, x, y, kernel, stride):
     extra = [k - s for k, s in zip(kernel, stride)]
     windows = g.fresh("windows")
     _separable_max_pool(g, x, [windows], kernel, stride, [0, 0] + extra, 1)
-    k, s = g.const(kernel), g.const(stride)
-    caffe = g.op("Add", [g.op("Div", [g.op("Add", [g.op("Sub", [g.shape(x, start=2, end=4), k]),
-                                                   g.op("Sub", [s, g.const([1, 1])])]), s]), g.const([1, 1])])
-    cut = g.op("Sub", [caffe, g.shape(windows, start=2, end=4)])
+    cut = g.op("Sub", [_caffe_pooled_size(g, x, kernel, stride, [0, 0]), g.shape(windows, start=2, end=4)])
     g.op("Pad", [windows, g.op("Concat", [g.const([0] * 6), cut], axis=0)], outputs=[y])
 
 
