@@ -204,17 +204,17 @@ def _overlapping_max_pool(g, x, y, kernel, stride):
 
 
 def lrn(g, layer):
-    """Y = X * (k + alpha/n * sum over n neighbouring channels of X^2) ^ -beta"""
+    """Y = X / (k + alpha/n * sum over n neighbouring channels of X^2) ^ beta"""
     p = layer.params
     if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
         raise UnsupportedLayerError(f"layer {layer.name!r}: LRN WITHIN_CHANNEL is not supported")
     n = p["local_size"]
     window = g.const(np.full((1, 1, n, 1, 1), p["alpha"] / n), np.float32, name=f"{layer.name}/window")
     k = g.const([p["k"]], np.float32, name=f"{layer.name}/k")
-    neg_beta = g.const(-p["beta"], np.float32, name=f"{layer.name}/neg_beta")
+    beta = g.const(p["beta"], np.float32, name=f"{layer.name}/beta")
     y = layer.outputs[0]
     # One composite node, so that the gradient is Caffe's closed form (vjp.caffe_lrn_vjp).
-    g.nodes.append(composite.caffe_lrn(layer.inputs[0], window, k, neg_beta, (y, f"{y}:scale", f"{y}:power"), n))
+    g.nodes.append(composite.caffe_lrn(layer.inputs[0], window, k, beta, (y, f"{y}:scale", f"{y}:power"), n))
 
 
 LAYERS["LRN"] = lrn

@@ -109,8 +109,9 @@ VJP["Mul"] = mul_vjp
 
 
 def div_vjp(g, node, dys):
-    """dA = dY / B   (B is a constant here: Caffe's averaging divisor)"""
-    return [g.op("Div", [dys[0], node.input[1]]), None]
+    """dA = dY / B, dB = -dA * Y   (Y = A / B; dB is pruned where B is a constant)"""
+    da = g.op("Div", [dys[0], node.input[1]])
+    return [da, g.op("Neg", [g.op("Mul", [da, node.output[0]])])]
 
 
 VJP["Div"] = div_vjp
@@ -153,19 +154,19 @@ VJP["Reciprocal"] = reciprocal_vjp
 
 
 def caffe_lrn_vjp(g, node, dys):
-    """dX = dY * power - (2 beta alpha/n) * X * window_sum^T(dY * Y / scale)   (Caffe's LRN gradient)"""
-    x, window, _, neg_beta = node.input
+    """dX = dY / power - (2 beta alpha/n) * X * window_sum^T(dY * Y / scale)   (Caffe's LRN gradient)"""
+    x, window, _, beta = node.input
     y, scale, power = node.output
     size = attributes(node)["size"]
     adjoint = f"{window}:vjp"
     if adjoint not in g.weights:  # the window is symmetric: its adjoint only swaps the pads
-        g.weights[adjoint] = (g.weights[window] * (2 * g.weights[neg_beta])).astype(np.float32)
+        g.weights[adjoint] = (g.weights[window] * (-2 * g.weights[beta])).astype(np.float32)
     ratio = g.op("Div", [g.op("Mul", [dys[0], y]), scale])
     column = g.op("Unsqueeze", [ratio, g.const([1])])
     pads = composite.lrn_pads(size)
     summed = g.op("Conv", [column, adjoint], kernel_shape=[size, 1, 1], pads=pads[3:] + pads[:3])
     across = g.op("Mul", [g.op("Reshape", [summed, g.shape(x)]), x])
-    return [g.op("Add", [g.op("Mul", [dys[0], power]), across]), None, None, None]
+    return [g.op("Add", [g.op("Div", [dys[0], power]), across]), None, None, None]
 
 
 VJP["CaffeLRN"] = caffe_lrn_vjp

@@ -65,6 +65,7 @@ CASES = {
     "add": (op("Add", np.array([0.5, -1.0, 2.0], np.float32).reshape(1, 3, 1, 1)), (1, 3, 4, 5), {"Add"}),
     "mul-self": (lambda g, x: g.op("Mul", [x, x]), (1, 2, 3, 5), {"Mul"}),
     "div": (op("Div", np.float32([[1.5, 2.0, 4.0]])), (2, 3), {"Div"}),
+    "div-of-tensors": (lambda g, x: g.op("Div", [x, squares_plus_one(g, x)]), (1, 2, 3, 5), {"Div", "Add", "Mul"}),
     "exp": (op("Exp"), (1, 2, 3, 4), {"Exp"}),
     "log": (chain(squares_plus_one, op("Log")), (1, 2, 3, 4), {"Log", "Add", "Mul"}),
     "sqrt": (chain(squares_plus_one, op("Sqrt")), (1, 2, 3, 4), {"Sqrt", "Add", "Mul"}),
@@ -281,7 +282,7 @@ def test_oracle_conv_transpose_matches_onnxruntime(attrs):
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])
 def test_lrn_forward_matches_caffe(beta):
-    # scale^-beta is spelt exp(-beta log scale): Caffe's LRN for GoogLeNet's beta and another.
+    # scale^beta is spelt sqrt(scale sqrt(scale)) for GoogLeNet's 0.75 and exp(beta log scale) otherwise.
     model = op_model(caffe(ref.lrn_layer("n", "x", "y", local_size=5, alpha=0.3, beta=beta, k=2.0)))
     x = RNG.standard_normal((1, 9, 4, 5)) * 3
     y, _ = run_ort(model, x, np.zeros((1, 9, 4, 5)))
