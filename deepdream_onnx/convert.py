@@ -101,8 +101,10 @@ def _write(network, staging, progress, labels=None):
                       "min_size": list(min_size), "models": files, "residuals": carried})
         if progress:
             progress(done, len(names), blob)
-    last = network.blobs[names[-1]]
-    onnx.save_model(forward_model(g.nodes, g.weights, network.input, network.input_channels, [last],
+    # Every blob, for the gradients of several at once: some graphs only reach a blob that
+    # a later layer reads otherwise (_pool_before_relu), so no one end holds them all.
+    every = list(dict.fromkeys(network.blobs.values()))
+    onnx.save_model(forward_model(g.nodes, g.weights, network.input, network.input_channels, every,
                                   external=weights_file), staging / "forward.onnx")
     weights_file.write(staging / weights_file.location)
     manifest = {

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import composite
 from .errors import UnsupportedLayerError
+from .network import Layer
 from .onnx_graph import GraphBuilder
 
 LAYERS = {}
@@ -41,32 +42,49 @@ def build_forward(network, weights=None):
 
 
 def _pool_before_relu(layers, blobs):
-    """The layers, with each ReLU whose output only a MAX pooling reads (and no blob names) moved after it.
+    """The layers, with each MAX pool over ReLU outputs that only it reads (and no blob names)
+    taken before the ReLU, and the ReLU after it.
 
     max(relu(x)) = relu(max(x)) over any window, and the gradients agree too, ties
     included (a window's first maximum is the same, or the window's gradient is zero
     either way), but after the pool the ReLU and its gradient's mask run on a quarter of
-    the cells (conv1 -> pool1 in GoogLeNet, every conv -> pool in VGG).
+    the cells: conv1 -> pool1 in GoogLeNet, every conv -> pool in VGG, and a Concat of
+    ReLUs (inception_3b/output -> pool3), pooled as the Concat of the ReLUs' inputs.  The
+    layers passed by stay for other blobs; each end's graph prunes what it does not read.
     """
-    readers = {}
+    writers = {t: layer for layer in layers for t in layer.outputs}
+    reads = {}
     for layer in layers:
         for name in layer.inputs:
-            readers.setdefault(name, []).append(layer)
-    moved, out = {}, []
+            reads[name] = reads.get(name, 0) + 1
+
+    def relu_input(tensor):
+        """x where tensor = relu(x), a plain ReLU's, is read once and names no blob, else None."""
+        relu = writers.get(tensor)
+        if (relu is None or relu.type != "ReLU" or relu.params.get("negative_slope", 0.0) != 0.0
+                or reads[tensor] != 1 or tensor in blobs):
+            return None
+        return relu.inputs[0]
+
+    out = []
     for layer in layers:
-        after = readers.get(layer.outputs[0], [])
-        pool = after[0] if len(after) == 1 else None
-        if (layer.type == "ReLU" and layer.outputs[0] not in blobs and pool is not None and pool.type == "Pooling"
-                and pool.params["pool"] == "MAX" and not pool.params.get("global_pooling")):
-            moved[pool.name] = layer
+        p = layer.params
+        source = writers.get(layer.inputs[0]) if layer.type == "Pooling" else None
+        if source is None or p["pool"] != "MAX" or p.get("global_pooling"):
+            out.append(layer)
             continue
-        if layer.name in moved:
-            relu = moved.pop(layer.name)
-            pooled = f"{layer.outputs[0]}:max"
-            out.append(replace(layer, inputs=relu.inputs, outputs=(pooled,)))
-            out.append(replace(relu, inputs=(pooled,), outputs=layer.outputs))
+        before = relu_input(layer.inputs[0])
+        if before is None and source.type == "Concat" and reads[layer.inputs[0]] == 1:
+            parts = [relu_input(t) for t in source.inputs]
+            if None not in parts:
+                before = f"{layer.inputs[0]}:before_relu"
+                out.append(replace(source, name=before, inputs=tuple(parts), outputs=(before,)))
+        if before is None:
+            out.append(layer)
             continue
-        out.append(layer)
+        pooled = f"{layer.outputs[0]}:max"
+        out.append(replace(layer, inputs=(before,), outputs=(pooled,)))
+        out.append(Layer(f"{layer.name}:relu", "ReLU", (pooled,), layer.outputs, {}))
     return out
 
 

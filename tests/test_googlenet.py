@@ -1,6 +1,7 @@
 """The converted GoogLeNet (random weights, saved like the 2014 file) against the NumPy Caffe oracle."""
 
 import numpy as np
+import onnx
 import pytest
 
 import caffe_builder
@@ -77,6 +78,22 @@ def test_l2_gradient_matches_caffe_backward(googlenet_net, network, blob, size):
     # with onnxruntime's summation order).  A wrong pad, stride or rule gives errors near 1.
     limit = 1e-2 if blob == "inception_5b/output" else 1e-5
     assert relative_error(actual, expected) < limit
+
+
+def test_pool3_pools_the_concat_before_its_relus(googlenet_net):
+    # Past pool3 the ReLUs of inception_3b and their gradient masks run on the pooled
+    # cells; the blob inception_3b/output itself is still the Concat of the ReLUs.
+    def graph(blob):
+        nodes = onnx.load(googlenet_net.model_dir / f"{blob.replace('/', '__')}.l2.onnx").graph.node
+        return {o: n for n in nodes for o in n.output}, {i for n in nodes for i in n.input}
+
+    writers, read = graph("inception_4c/output")
+    assert writers["pool3/3x3_s2"].op_type == "Relu"
+    branches = ["inception_3b/1x1", "inception_3b/3x3", "inception_3b/5x5", "inception_3b/pool_proj"]
+    assert list(writers["inception_3b/output:before_relu"].input) == branches
+    assert not read & {f"{b}#1" for b in branches}
+    writers, _ = graph("inception_3b/output")
+    assert list(writers["inception_3b/output"].input) == [f"{b}#1" for b in branches]
 
 
 def test_classifier_gradient_and_custom_seed(googlenet_net, network):
