@@ -238,17 +238,17 @@ def conv_vjp(g, node, dys):
 
 
 def _strided_conv_vjp(g, dy, x, w, kernel, strides, dilations, pads, group):
-    """ConvTranspose(dY, W), cut or zero-padded to X's size.
+    """ConvTranspose(dY, W), unpadded, cut to X's rows from the leading pads on.
 
-    Only the leading pads are cropped: where the last window stops short of the trailing
-    padding, the rows it never read get zero, and where it reaches into it, they are cut.
-    (ConvTranspose beats the polyphase Conv + DepthToSpace form: conv1 at 1024x575, 32 vs
-    58 ms; 3x3 stride 2 at 256x72x128, 12 vs 22 ms.)
+    Where the last window stops short of the trailing padding, the rows it never read get
+    zero; where it reaches into it, they are cut.  No pads on the ConvTranspose: cuDNN
+    takes only symmetric ones, and onnxruntime's CUDA EP runs an asymmetrically padded
+    ConvTranspose on the CPU.  (ConvTranspose beats the polyphase Conv + DepthToSpace
+    form: conv1 at 1024x575, 32 vs 58 ms; 3x3 stride 2 at 256x72x128, 12 vs 22 ms.)
     """
-    dx = g.op("ConvTranspose", [dy, w], kernel_shape=list(kernel), strides=strides, dilations=dilations,
-              group=group, pads=[pads[0], pads[1], 0, 0])
+    dx = g.op("ConvTranspose", [dy, w], kernel_shape=list(kernel), strides=strides, dilations=dilations, group=group)
     size = _spatial(g, x)
-    dx = g.op("Slice", [dx, g.const([0, 0]), size, g.const([2, 3])])
+    dx = _crop_hw(g, dx, g.const(pads[:2]), size)
     return _pad_hw(g, dx, g.const([0, 0]), g.op("Sub", [size, _spatial(g, dx)]))
 
 

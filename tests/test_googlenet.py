@@ -96,6 +96,18 @@ def test_pool3_pools_the_concat_before_its_relus(googlenet_net):
     assert list(writers["inception_3b/output"].input) == [f"{b}#1" for b in branches]
 
 
+def test_no_conv_transpose_has_asymmetric_pads(googlenet_net):
+    # onnxruntime's CUDA EP runs a ConvTranspose with asymmetric pads on the CPU.
+    seen = 0
+    for path in sorted(googlenet_net.model_dir.glob("*.l2.onnx")):
+        for node in onnx.load(path, load_external_data=False).graph.node:
+            if node.op_type == "ConvTranspose":
+                pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [0, 0, 0, 0])
+                assert pads[:2] == pads[2:], (path.name, node.name, pads)
+                seen += 1
+    assert seen >= 80  # conv1's gradient, in (nearly) every blob's model
+
+
 def test_classifier_gradient_and_custom_seed(googlenet_net, network):
     x = image(224, 224, seed=3)
     tensors = ref.forward(network, x.astype(np.float64))
