@@ -53,6 +53,8 @@ WARMUP = 2
 PAUSE = 0.2  # seconds before each block of timed calls
 SGEMM_N = 2048
 SGEMM_RUNS = 10
+COPY_MB = 256  # far past the 32 MB L3 of the machines this runs on
+COPY_RUNS = 10
 
 
 def parse_args(argv):
@@ -184,15 +186,16 @@ def conv_flops(geometry, h, w, tensor):
 
 # --- timing ---------------------------------------------------------------------------------
 
-def time_calls(fns, repeats, warmup=WARMUP, rounds=2):
+def time_calls(fns, repeats, warmup=WARMUP, rounds=4):
     """{name: (the warm-up runs' times, the median and the best of the timed runs after them)} in seconds.
 
     fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
     steps do, and the blocks take turns over `rounds` rounds, so that a load that comes
-    and goes on a shared machine slows each alike.  A pause before each block lets threads
-    the previous block left spinning go to sleep (PyTorch's OpenMP workers spin a while
-    after a call; our sessions stop theirs as each run returns), so no block pays for
-    another's.
+    and goes on a shared machine slows each alike (bursts of load here last about as long
+    as a block of a few calls, so four rounds of short blocks spread them better than two
+    of long ones).  A pause before each block lets threads the previous block left
+    spinning go to sleep (PyTorch's OpenMP workers spin a while after a call; our sessions
+    stop theirs as each run returns), so no block pays for another's.
     """
     times = {name: [] for name in fns}
     for r in range(rounds):
@@ -264,6 +267,22 @@ def numpy_sgemm_gflops(threads, repeats):
     out = subprocess.run([sys.executable, "-c", SGEMM_CODE, str(SGEMM_N), str(repeats)], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def copy_gbps(repeats, megabytes=COPY_MB):
+    """(best, median) GB/s of one thread copying `megabytes` (bytes read plus written), far past the L3 cache.
+
+    Much of a step is memory-bound glue: when other tenants load the memory, this reads low
+    and the step runs slow, while the sgemm peak (compute) may read as usual.
+    """
+    a = np.ones(megabytes * 2 ** 20 // 4, np.float32)
+    b = np.empty_like(a)
+    rates = []
+    for _ in range(WARMUP + repeats):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        rates.append(2 * a.nbytes / (time.perf_counter() - t) / 1e9)
+    return max(rates[WARMUP:]), statistics.median(rates[WARMUP:])
 
 
 def torch_sgemm_gflops(torch, repeats):
@@ -688,11 +707,15 @@ def run(args, workdir):
     print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
 
     tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
+    before = copy_gbps(COPY_RUNS)
     rows = []
     for x in inputs:
         row = {"size": size_name(x), **bench_size(net, x, end, args.repeats, tnets)}
         row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
         rows.append(row)
+    after = copy_gbps(COPY_RUNS)
+    print(f"\nmemory: one thread copying {COPY_MB} MB, best / median of {COPY_RUNS}: {before[0]:.1f} / {before[1]:.1f} "
+          f"GB/s before the timings, {after[0]:.1f} / {after[1]:.1f} after (busy neighbours read low)")
     print_results(rows, peak)
     channels_last = True
     if tnets:
