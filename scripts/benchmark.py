@@ -5,7 +5,8 @@
         [--compare-torch] [--skip-dream] [--big N] [--markdown]
 
 At each octave size the recipe produces (scipy.ndimage.zoom by 1/1.4, order=1, 4 octaves)
-it times, as medians of --repeats runs after 2 warm-up runs (reported too: the first runs
+it times, as medians of --repeats runs at the largest size (as many more at smaller
+ones as take about the same time) after 2 warm-up runs (reported too: the first runs
 at a new size page-fault), one L2 gradient step (net.gradient), a forward pass
 (net.forward) and a custom-objective step (net.vjp and its pullback).  It counts the
 convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 runs), and
@@ -13,8 +14,8 @@ times the full default dream and an N x N tiled step in fresh processes (wall ti
 peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
 its gradient equals ours, and times the same work in turns with ours (blocks of
-back-to-back steps, ours then PyTorch's, twice), so that a shared machine's changing
-load hits both alike.
+back-to-back steps, ours then PyTorch's, in four or more rounds), so that a shared
+machine's changing load hits both alike.
 
 Without --model it uses the default converted model, else a random-weight GoogLeNet
 written by tests/caffe_builder.py (timings do not depend on weight values).
@@ -186,18 +187,19 @@ def conv_flops(geometry, h, w, tensor):
 
 # --- timing ---------------------------------------------------------------------------------
 
-def time_calls(fns, repeats, warmup=WARMUP, rounds=4):
+def time_calls(fns, repeats, warmup=WARMUP):
     """{name: (the warm-up runs' times, the median and the best of the timed runs after them)} in seconds.
 
     fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
     steps do, and the blocks take turns over `rounds` rounds, so that a load that comes
     and goes on a shared machine slows each alike (bursts of load here last about as long
-    as a block of a few calls, so four rounds of short blocks spread them better than two
-    of long ones).  A pause before each block lets threads the previous block left
+    as a block of a few calls: blocks of two calls, in four rounds or more, spread them
+    better than two rounds of long blocks).  A pause before each block lets threads the previous block left
     spinning go to sleep (PyTorch's OpenMP workers spin a while after a call; our sessions
     stop theirs as each run returns), so no block pays for another's.
     """
     times = {name: [] for name in fns}
+    rounds = max(4, repeats // 2)
     for r in range(rounds):
         calls = repeats // rounds + (r < repeats % rounds) + (warmup if r == 0 else 0)
         for name, fn in fns.items():
@@ -223,6 +225,11 @@ def prime_sessions(net, end):
     net.forward(x, end)
     custom_step(net, x, end)
     return time.perf_counter() - t, (h, w)
+
+
+def size_repeats(repeats, x, largest):
+    """repeats at the largest input (largest: its pixel count), more at x's size if smaller, for about the same time."""
+    return max(repeats, round(repeats * largest / (x.shape[2] * x.shape[3])))
 
 
 def bench_size(net, x, end, repeats, tnets):
@@ -680,6 +687,7 @@ def run(args, workdir):
     end = net.resolve(args.end)
     img, image_note = prepare_image(args.image)
     inputs = octave_inputs(img)
+    largest = max(x.shape[2] * x.shape[3] for x in inputs)
     geometry = _geometry_network(net.manifest)
     for x in inputs:
         net.check_input_size(end, *x.shape[2:])
@@ -690,7 +698,8 @@ def run(args, workdir):
     print(f"model: {model_note}")
     print(f"image: {image_note}")
     print(f"end: {end}; octaves: {', '.join(size_name(x) for x in inputs)} (W x H); "
-          f"{args.repeats} timed runs per measurement after {WARMUP} warm-up runs")
+          f"{args.repeats} timed runs per measurement at the largest size, more at smaller ones "
+          f"({', '.join(str(size_repeats(args.repeats, x, largest)) for x in inputs)}), after {WARMUP} warm-up runs")
     setup, min_size = prime_sessions(net, end)
     print(f"session setup (first call of the l2, fwd and bwd graphs, on a {min_size[1]}x{min_size[0]} input): "
           f"{setup:.2f} s")
@@ -710,7 +719,7 @@ def run(args, workdir):
     before = copy_gbps(COPY_RUNS)
     rows = []
     for x in inputs:
-        row = {"size": size_name(x), **bench_size(net, x, end, args.repeats, tnets)}
+        row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets)}
         row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
         rows.append(row)
     after = copy_gbps(COPY_RUNS)
