@@ -141,15 +141,6 @@ def sqrt_vjp(g, node, dys):
 VJP["Sqrt"] = sqrt_vjp
 
 
-def reciprocal_vjp(g, node, dys):
-    """dX = -dY * Y^2   (Y = 1/X)"""
-    y = node.output[0]
-    return [g.op("Neg", [g.op("Mul", [g.op("Mul", [dys[0], y]), y])])]
-
-
-VJP["Reciprocal"] = reciprocal_vjp
-
-
 # --- composite ops (deepdream_onnx.composite) ----------------------------------------
 
 
