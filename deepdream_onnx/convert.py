@@ -101,8 +101,8 @@ def _write(network, staging, progress, labels=None):
                       "min_size": list(min_size), "models": files, "residuals": carried})
         if progress:
             progress(done, len(names), blob)
-    # Every blob, for the gradients of several at once: some graphs only reach a blob that
-    # a later layer reads otherwise (_pool_before_relu), so no one end holds them all.
+    # Every blob, for the gradients of several at once: the last blob's graph no longer
+    # holds them all (_pool_before_relu pools pool3's input past inception_3b/output).
     every = list(dict.fromkeys(network.blobs.values()))
     onnx.save_model(forward_model(g.nodes, g.weights, network.input, network.input_channels, every,
                                   external=weights_file), staging / "forward.onnx")

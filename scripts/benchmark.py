@@ -67,7 +67,7 @@ def parse_args(argv):
     p.add_argument("--image", help=f"start image (default: {SAMPLE_IMAGE} if present, else a generated "
                                     f"{SAMPLE_SIZE[1]}x{SAMPLE_SIZE[0]} image)")
     p.add_argument("--end", default="inception_4c/output", help="blob to dream at (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement at the largest size, more at smaller ones (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=usable_cores(),
                    help="threads for onnxruntime, BLAS and torch (default: usable cores, %(default)s)")
@@ -190,11 +190,11 @@ def conv_flops(geometry, h, w, tensor):
 def time_calls(fns, repeats, warmup=WARMUP):
     """{name: (the warm-up runs' times, the median and the best of the timed runs after them)} in seconds.
 
-    fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
-    steps do, and the blocks take turns over `rounds` rounds, so that a load that comes
-    and goes on a shared machine slows each alike (bursts of load here last about as long
-    as a block of a few calls: blocks of two calls, in four rounds or more, spread them
-    better than two rounds of long blocks).  A pause before each block lets threads the previous block left
+    fns maps names to callables.  Each runs in blocks of two back-to-back calls, as a
+    dream's steps do, and the blocks take turns over four rounds or more, so that a load
+    that comes and goes on a shared machine slows each alike (bursts of load here last
+    about as long as a block of a few calls, so short blocks spread them better than two
+    rounds of long ones).  A pause before each block lets threads the previous block left
     spinning go to sleep (PyTorch's OpenMP workers spin a while after a call; our sessions
     stop theirs as each run returns), so no block pays for another's.
     """
