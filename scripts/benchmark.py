@@ -190,8 +190,10 @@ def conv_flops(geometry, h, w, tensor):
 def time_calls(fns, repeats, warmup=WARMUP):
     """{name: (the warm-up runs' times, the median and the best of the timed runs after them)} in seconds.
 
-    fns maps names to callables.  Each runs in blocks of two back-to-back calls, as a
-    dream's steps do, and the blocks take turns over four rounds or more, so that a load
+    fns maps names to callables.  Each runs in blocks of back-to-back calls, as a dream's
+    steps do (two or three per block from 8 repeats on, one or two below; the first block
+    also holds the warm-up calls), and the blocks take turns over four rounds or more
+    (with fewer repeats than rounds, the last rounds are empty and skipped), so that a load
     that comes and goes on a shared machine slows each alike (bursts of load here last
     about as long as a block of a few calls, so short blocks spread them better than two
     rounds of long ones).  A pause before each block lets threads the previous block left
@@ -202,6 +204,8 @@ def time_calls(fns, repeats, warmup=WARMUP):
     rounds = max(4, repeats // 2)
     for r in range(rounds):
         calls = repeats // rounds + (r < repeats % rounds) + (warmup if r == 0 else 0)
+        if not calls:
+            break  # later rounds get no more calls than this one
         for name, fn in fns.items():
             time.sleep(PAUSE)
             for _ in range(calls):
