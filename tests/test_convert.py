@@ -224,6 +224,23 @@ def test_a_relu_read_only_by_a_max_pool_runs_after_it_unless_its_output_is_a_blo
                                rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
+def test_backward_nodes_that_read_no_seed_come_before_the_seeds_chain(tiny_model_dir):
+    # onnxruntime's depth-first order then runs each mask just before its first use.
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    blob = {b["name"]: b for b in manifest["blobs"]}[END]
+    for kind, seed in [("bwd", "seed"), ("l2", END)]:
+        nodes = onnx.load(tiny_model_dir / blob["models"][kind]).graph.node
+        seeded, reads_seed = {seed}, []
+        for node in nodes:
+            reads_seed.append(any(name in seeded for name in node.input))
+            if reads_seed[-1]:
+                seeded.update(node.output)
+        first = reads_seed.index(True)
+        assert all(reads_seed[first:]), kind
+        masks = [node.op_type for node in nodes[:first] if node.op_type in ("Greater", "Equal")]
+        assert "Greater" in masks and "Equal" in masks, kind
+
+
 def test_net_rejects_malformed_calls_in_one_line(tiny_net):
     x = np.zeros((1, 3, 19, 23), np.float32)
     dst, pullback = tiny_net.vjp(x, END)
