@@ -36,13 +36,13 @@ class Gradient:
     seeds: list
 
 
-def _active_tensors(nodes, wrt):
-    """Tensors whose value depends differentiably on `wrt`."""
-    active = {wrt}
+def _downstream(nodes, sources, blocked=()):
+    """sources and every tensor that nodes (in order) compute from them, except through op types in blocked."""
+    reached = set(sources)
     for node in nodes:
-        if node.op_type not in NON_DIFFERENTIABLE and any(name in active for name in node.input):
-            active.update(node.output)
-    return active
+        if node.op_type not in blocked and any(name in reached for name in node.input):
+            reached.update(node.output)
+    return reached
 
 
 def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
@@ -53,7 +53,7 @@ def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
     ends = [ends] if isinstance(ends, str) else list(ends)
     seeds = seed_names(len(ends))
     nodes = prune(forward_nodes, ends)
-    active = _active_tensors(nodes, wrt)
+    active = _downstream(nodes, [wrt], NON_DIFFERENTIABLE)  # what depends differentiably on wrt
     for end in ends:
         if end not in active:
             raise DeepDreamError(f"blob {end!r} does not depend on {wrt!r}; nothing to differentiate")
@@ -87,14 +87,8 @@ def _seeded_last(nodes, seeds):
     at 600 instead of 701 MB of RSS, the default dream of the sky at 691 instead of 800 MB.
     The time does not change (paired runs in turns: 0.996 of the old step's, median of 80).
     """
-    seeded, first, last = set(seeds), [], []
-    for node in nodes:
-        if any(name in seeded for name in node.input):
-            seeded.update(node.output)
-            last.append(node)
-        else:
-            first.append(node)
-    return first + last
+    seeded = _downstream(nodes, seeds)
+    return sorted(nodes, key=lambda node: any(name in seeded for name in node.input))  # stable
 
 
 def _partition(forward, backward, ends, seeds, wrt, weights):
