@@ -9,7 +9,8 @@ it times, as medians of --repeats runs at the largest size (as many more at smal
 ones as take about the same time) after 2 warm-up runs (reported too: the first runs
 at a new size page-fault), one L2 gradient step (net.gradient), a forward pass
 (net.forward) and a custom-objective step (net.vjp and its pullback).  It counts the
-convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 runs), and
+convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 runs) and
+times the same sgemm in turns with the steps (a shared machine's load slows both), and
 times the full default dream and an N x N tiled step in fresh processes (wall time and
 peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
@@ -236,10 +237,12 @@ def size_repeats(repeats, x, largest):
     return max(repeats, round(repeats * largest / (x.shape[2] * x.shape[3])))
 
 
-def bench_size(net, x, end, repeats, tnets):
+def bench_size(net, x, end, repeats, tnets, sgemm):
     """Timings (seconds) of the three kinds of call at x's size, and of PyTorch's step and
-    forward pass for each TorchNet in tnets ({layout: TorchNet}), each timed in turns with ours."""
-    steps = {"step": lambda: net.gradient(x, end), "custom": lambda: custom_step(net, x, end)}
+    forward pass for each TorchNet in tnets ({layout: TorchNet}) and of sgemm's matmul,
+    each timed in turns with ours."""
+    steps = {"step": lambda: net.gradient(x, end), "custom": lambda: custom_step(net, x, end),
+             "sgemm": sgemm.call}
     forwards = {"fwd": lambda: net.forward(x, end)}
     for fmt, tnet in tnets.items():
         steps[fmt] = lambda tnet=tnet: tnet.gradient(x, end)
@@ -249,35 +252,65 @@ def bench_size(net, x, end, repeats, tnets):
     r["step_warmup"], r["step"], r["step_best"] = steps["step"]
     r["custom_warmup"], r["custom"], _ = steps["custom"]
     r["fwd_warmup"], r["fwd"], _ = forwards["fwd"]
+    r["sgemm_gflops"] = sgemm.flops / steps["sgemm"][1] / 1e9
     if tnets:
         r["torch"] = {fmt: {"step": steps[fmt][1], "fwd": forwards[fmt][1]} for fmt in tnets}
     return r
 
 
-SGEMM_CODE = """
-import json, statistics, sys, time
+SGEMM_SERVER = """
+import json, sys, time
 import numpy as np
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
+n = int(sys.argv[1])
 rng = np.random.RandomState(0)
 a, b = rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32)
-times = []
-for _ in range(2 + repeats):
-    t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)
-print(json.dumps(2 * n ** 3 / min(times[2:]) / 1e9))
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)
+    print(json.dumps(times), flush=True)
 """
 
 
-def numpy_sgemm_gflops(threads, repeats):
-    """Best GFLOP/s of a float32 n^3 numpy matmul, in a process whose BLAS has `threads` threads.
+class Sgemm:
+    """A float32 n^3 numpy matmul in a child process whose BLAS has `threads` threads.
 
-    The best run, not the median: a peak is what the machine can do, and other tenants of a
-    shared machine only ever slow a run down.
+    A child, so that its BLAS thread count is set before numpy loads, whatever this
+    process's numpy uses.  call() runs one matmul, to time in turns with the steps: on a
+    shared machine the load that slows a step may slow a matmul too, and the best of a
+    few runs at the start (peak_gflops) may catch a quieter minute than the steps get.
     """
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", SGEMM_CODE, str(SGEMM_N), str(repeats)], env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+
+    def __init__(self, threads, n=SGEMM_N):
+        self.flops = 2 * n ** 3
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+        self._child = subprocess.Popen([sys.executable, "-c", SGEMM_SERVER, str(n)], env=env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def runs(self, count):
+        """The times in seconds of count back-to-back matmuls, timed in the child."""
+        self._child.stdin.write(f"{count}\n")
+        self._child.stdin.flush()
+        line = self._child.stdout.readline()
+        if not line:
+            raise DeepDreamError("the sgemm child process died (out of memory?)")
+        return json.loads(line)
+
+    def call(self):
+        self.runs(1)
+
+    def peak_gflops(self, repeats):
+        """Best GFLOP/s of `repeats` runs after WARMUP.
+
+        The best run, not the median: a peak is what the machine can do, and other tenants
+        of a shared machine only ever slow a run down.
+        """
+        return self.flops / min(self.runs(WARMUP + repeats)[WARMUP:]) / 1e9
+
+    def close(self):
+        self._child.stdin.close()
+        self._child.wait()
 
 
 def copy_gbps(repeats, megabytes=COPY_MB):
@@ -297,7 +330,7 @@ def copy_gbps(repeats, megabytes=COPY_MB):
 
 
 def torch_sgemm_gflops(torch, repeats):
-    """Best GFLOP/s of torch.mm, as numpy_sgemm_gflops."""
+    """Best GFLOP/s of torch.mm, as Sgemm.peak_gflops."""
     a, b = torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N)
     times = []
     for _ in range(WARMUP + repeats):
@@ -620,16 +653,18 @@ def size_name(x):
 def print_results(rows, peak):
     print("\nper octave, in the order the dream runs them (size W x H; ms; each a median, then its two "
           "warm-up runs: the first runs at a new size page-fault; 'best' is the fastest timed step, "
-          "measured as the sgemm peak is)")
+          "measured as the sgemm peak is; 'sgemm' is the median GFLOP/s of the same matmul timed in turns "
+          "with the steps, '%sgemm' the step's share of it)")
     print(f"{'size':>9} {'step':>7} {'1st/2nd':>11} {'best':>6} {'fwd':>6} {'1st/2nd':>11} {'custom':>7} {'1st/2nd':>11} "
-          f"{'cust/L2':>7} {'GFLOP':>6} {'GFLOP/s':>7} {'%peak':>6} {'best':>6} {'fwd GF/s':>8}")
+          f"{'cust/L2':>7} {'GFLOP':>6} {'GFLOP/s':>7} {'%peak':>6} {'best':>6} {'fwd GF/s':>8} {'sgemm':>6} {'%sgemm':>6}")
     for r in rows:
         gflop = (r["flops_fwd"] + r["flops_bwd"]) / 1e9
         rate, best_rate = gflop / r["step"], gflop / r["step_best"]
         print(f"{r['size']:>9} {r['step'] * 1e3:7.0f} {warmups(r['step_warmup']):>11} {r['step_best'] * 1e3:6.0f} "
               f"{r['fwd'] * 1e3:6.0f} {warmups(r['fwd_warmup']):>11} {r['custom'] * 1e3:7.0f} "
               f"{warmups(r['custom_warmup']):>11} {r['custom'] / r['step']:7.2f} {gflop:6.1f} {rate:7.1f} "
-              f"{100 * rate / peak:5.1f}% {100 * best_rate / peak:5.1f}% {r['flops_fwd'] / 1e9 / r['fwd']:8.1f}")
+              f"{100 * rate / peak:5.1f}% {100 * best_rate / peak:5.1f}% {r['flops_fwd'] / 1e9 / r['fwd']:8.1f} "
+              f"{r['sgemm_gflops']:6.1f} {100 * rate / r['sgemm_gflops']:5.1f}%")
     steady = sum(r["step"] for r in rows) * DREAM_STEPS
     print(f"{DREAM_STEPS} steps per octave at these medians: {steady:.1f} s, the dream's steady-state compute")
 
@@ -655,8 +690,8 @@ def best(torch_times, kind):
 
 def print_markdown(rows, peak):
     print("\n| size | step ms | best ms | fwd ms | custom/L2 | GFLOP | GFLOP/s | % sgemm peak | best | "
-          "torch step ms | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "% sgemm in turns | torch step ms | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gflop = (r["flops_fwd"] + r["flops_bwd"]) / 1e9
         rate, best_rate = gflop / r["step"], gflop / r["step_best"]
@@ -664,7 +699,7 @@ def print_markdown(rows, peak):
         ratio = f"{r['step'] / best(r['torch'], 'step'):.2f}" if "torch" in r else "–"
         print(f"| {r['size']} | {r['step'] * 1e3:.0f} | {r['step_best'] * 1e3:.0f} | {r['fwd'] * 1e3:.0f} | "
               f"{r['custom'] / r['step']:.2f} | {gflop:.1f} | {rate:.1f} | {100 * rate / peak:.0f}% | "
-              f"{100 * best_rate / peak:.0f}% | {torch_step} | {ratio} |")
+              f"{100 * best_rate / peak:.0f}% | {100 * rate / r['sgemm_gflops']:.0f}% | {torch_step} | {ratio} |")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -709,7 +744,8 @@ def run(args, workdir):
           f"{setup:.2f} s")
 
     sgemm_runs = max(args.repeats, SGEMM_RUNS)
-    peak_np = numpy_sgemm_gflops(args.threads, sgemm_runs)
+    sgemm = Sgemm(args.threads)
+    peak_np = sgemm.peak_gflops(sgemm_runs)
     peak = peak_np
     line = f"sgemm {SGEMM_N}^3 float32, best of {sgemm_runs}: numpy {peak_np:.1f} GFLOP/s"
     if torch is not None:
@@ -723,10 +759,11 @@ def run(args, workdir):
     before = copy_gbps(COPY_RUNS)
     rows = []
     for x in inputs:
-        row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets)}
+        row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets, sgemm)}
         row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
         rows.append(row)
     after = copy_gbps(COPY_RUNS)
+    sgemm.close()
     print(f"\nmemory: one thread copying {COPY_MB} MB, best / median of {COPY_RUNS}: {before[0]:.1f} / {before[1]:.1f} "
           f"GB/s before the timings, {after[0]:.1f} / {after[1]:.1f} after (busy neighbours read low)")
     print_results(rows, peak)
