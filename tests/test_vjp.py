@@ -163,6 +163,19 @@ def test_maxpool_ties_go_to_the_first_maximum_like_caffe(kernel, stride, pad, sh
     np.testing.assert_allclose(g32, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 2, 0), (3, 1, 1)])
+def test_maxpool_routing_tells_apart_values_a_subnormal_apart(kernel, stride, pad):
+    # The routing's masks come from ceil(max - prefix): the smallest float32 difference
+    # must still count as "not reached" (a scaled difference would round it to a tie).
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    x = np.where(RNG.integers(0, 2, size=(1, 2, 7, 9)) == 1, tiny, np.float32(0)).astype(np.float64)
+    model = op_model(caffe(ref.pool_layer("p", "x", "y", "MAX", kernel, stride, pad)))
+    y, argmax = ref.maxpool_forward(x, (kernel, kernel), (stride, stride), (pad, pad))
+    seed = RNG.standard_normal(y.shape)
+    _, g32 = run_ort(model, x, seed)
+    np.testing.assert_allclose(g32, ref.maxpool_backward(seed, argmax, x.shape), atol=1e-5)
+
+
 def spec_maxpool_backward(x, seed, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), ceil_mode=0):
     """dX of an ONNX MaxPool from its definition: each window's dY to its first strict maximum, row-major."""
     n, c, h, w = x.shape
