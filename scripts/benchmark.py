@@ -290,9 +290,12 @@ class Sgemm:
 
     def runs(self, count):
         """The times in seconds of count back-to-back matmuls, timed in the child."""
-        self._child.stdin.write(f"{count}\n")
-        self._child.stdin.flush()
-        line = self._child.stdout.readline()
+        try:
+            self._child.stdin.write(f"{count}\n")
+            self._child.stdin.flush()
+            line = self._child.stdout.readline()
+        except BrokenPipeError:
+            line = ""
         if not line:
             raise DeepDreamError("the sgemm child process died (out of memory?)")
         return json.loads(line)
@@ -309,8 +312,17 @@ class Sgemm:
         return self.flops / min(self.runs(WARMUP + repeats)[WARMUP:]) / 1e9
 
     def close(self):
-        self._child.stdin.close()
+        try:
+            self._child.stdin.close()
+        except BrokenPipeError:  # the child died first; there is still its exit status to reap
+            pass
         self._child.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def copy_gbps(repeats, megabytes=COPY_MB):
@@ -744,26 +756,25 @@ def run(args, workdir):
           f"{setup:.2f} s")
 
     sgemm_runs = max(args.repeats, SGEMM_RUNS)
-    sgemm = Sgemm(args.threads)
-    peak_np = sgemm.peak_gflops(sgemm_runs)
-    peak = peak_np
-    line = f"sgemm {SGEMM_N}^3 float32, best of {sgemm_runs}: numpy {peak_np:.1f} GFLOP/s"
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-        peak_torch = torch_sgemm_gflops(torch, sgemm_runs)
-        peak = max(peak, peak_torch)
-        line += f", torch.mm {peak_torch:.1f} GFLOP/s (torch {torch.__version__})"
-    print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
+    with Sgemm(args.threads) as sgemm:  # closed on errors too, so no child outlives a failed run
+        peak_np = sgemm.peak_gflops(sgemm_runs)
+        peak = peak_np
+        line = f"sgemm {SGEMM_N}^3 float32, best of {sgemm_runs}: numpy {peak_np:.1f} GFLOP/s"
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+            peak_torch = torch_sgemm_gflops(torch, sgemm_runs)
+            peak = max(peak, peak_torch)
+            line += f", torch.mm {peak_torch:.1f} GFLOP/s (torch {torch.__version__})"
+        print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
 
-    tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
-    before = copy_gbps(COPY_RUNS)
-    rows = []
-    for x in inputs:
-        row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets, sgemm)}
-        row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
-        rows.append(row)
-    after = copy_gbps(COPY_RUNS)
-    sgemm.close()
+        tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
+        before = copy_gbps(COPY_RUNS)
+        rows = []
+        for x in inputs:
+            row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets, sgemm)}
+            row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
+            rows.append(row)
+        after = copy_gbps(COPY_RUNS)
     print(f"\nmemory: one thread copying {COPY_MB} MB, best / median of {COPY_RUNS}: {before[0]:.1f} / {before[1]:.1f} "
           f"GB/s before the timings, {after[0]:.1f} / {after[1]:.1f} after (busy neighbours read low)")
     print_results(rows, peak)
