@@ -377,7 +377,7 @@ def _place_cells(g, cells, a, axis, k, s, pads, ceil):
     if s == 1:
         # Cell t of window o lands on a[o + t - p]; a is k-1 - p - end longer than the windows.
         tail = k - 1 - begin - end
-        placed = [_pad_axis(g, c, axis, t - begin, tail - t + begin) for t, c in enumerate(cells)]
+        placed = [_put_cell(g, c, axis, t - begin, tail - t + begin) for t, c in enumerate(cells)]
         return g.sum(placed)
     # Stride s: cell t of window o lands on padded position (o + t//s)*s + t%s, so the
     # cells with t%s = r fill phase r, shifted by t//s; the phases interleave into a.
@@ -394,7 +394,7 @@ def _place_cells(g, cells, a, axis, k, s, pads, ceil):
         ends = [g.op("Sub", [spare, g.const([t // s])]) for t in range(k)]
     phases = []
     for r in range(s):
-        parts = [_pad_axis(g, cells[t], axis, t // s, ends[t]) for t in range(r, k, s)]
+        parts = [_put_cell(g, cells[t], axis, t // s, ends[t]) for t in range(r, k, s)]
         phases.append(g.sum(parts) if parts else None)
     shape = g.shape(phases[0])
     phases = [g.full(shape, 0.0) if p is None else p for p in phases]  # stride > kernel: cells never land there
@@ -404,6 +404,27 @@ def _place_cells(g, cells, a, axis, k, s, pads, ceil):
     tail = g.op("Sub", [g.op("Add", [g.shape(a, start=axis, end=axis + 1), g.const([begin])]),
                         g.op("Mul", [length, g.const([s])])])
     return _pad_axis(g, woven, axis, -begin, tail)
+
+
+def _put_cell(g, cell, axis, begin, end):
+    """_pad_axis(cell, begin, end), as one flat shift where that only moves cells (begin = -end).
+
+    The cells a shift moves out are a window's cells in the padding, whose shares are
+    exactly 0 (see _route_first_max), so a flat shift, which moves them into the next
+    row's (or plane's) first cells instead of dropping them, adds 0 there; and
+    onnxruntime shifts a flat tensor faster than one axis of four (a shift and an Add at
+    64x288x256: 4.4 vs 6.4 ms along W, 4.8 vs 6.1 along H).
+    """
+    if not isinstance(end, int) or begin != -end or begin == 0:
+        return _pad_axis(g, cell, axis, begin, end)
+    if axis == 3:
+        pads = g.const([0, begin, 0, end])
+    else:
+        assert axis == 2, axis
+        by = g.op("Mul", [g.shape(cell, start=3, end=4), g.const([begin])])  # a row is W cells
+        pads = g.op("Concat", [g.const([0]), by, g.const([0]), g.op("Neg", [by])], axis=0)
+    flat = g.op("Reshape", [cell, g.const([1, -1])])
+    return g.op("Reshape", [g.op("Pad", [flat, pads, g.const(0.0, np.float32)]), g.shape(cell)])
 
 
 def _pad_axis(g, x, axis, begin, end, value=0.0):
