@@ -130,14 +130,23 @@ def octave_inputs(img):
 
 # --- machine ------------------------------------------------------------------------------
 
-def cpu_model():
+def cpu_model(cpuinfo=Path("/proc/cpuinfo")):
+    """The CPU's model name and its widest vector extension ("AMD EPYC, AVX2"), as Linux reports them.
+
+    The vector width matters: onnxruntime's and numpy's GEMM kernels differ most on CPUs
+    without AVX-512, so a step's share of the sgemm peak is not comparable across them.
+    """
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = cpuinfo.read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                   if flag in flags), None)
+    return f"{model}, {widest}" if widest else model
 
 
 def machine_lines(net, threads):
@@ -323,6 +332,36 @@ class Sgemm:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def matmul_session(threads, n=SGEMM_N):
+    """An onnxruntime session of one n x n float32 MatMul, c = a @ b, with Net's options."""
+    from onnx import TensorProto, helper
+
+    from deepdream_onnx.onnx_graph import IR_VERSION, OPSET
+
+    matrix = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm", matrix[:2], matrix[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def ort_sgemm_gflops(threads, repeats, n=SGEMM_N):
+    """Best GFLOP/s of matmul_session's MatMul, as Sgemm.peak_gflops.
+
+    The ceiling of onnxruntime's own GEMM kernels (MLAS), which its convolutions run on: on
+    an AVX2-only CPU it reads well below numpy's OpenBLAS, so a step's share of the
+    machine's peak is capped lower there than on an AVX-512 one.
+    """
+    session = matmul_session(threads, n)
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    times = []
+    for _ in range(WARMUP + repeats):
+        t = time.perf_counter()
+        session.run(None, {"a": a, "b": a})
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(times[WARMUP:]) / 1e9
 
 
 def copy_gbps(repeats, megabytes=COPY_MB):
@@ -766,6 +805,8 @@ def run(args, workdir):
             peak = max(peak, peak_torch)
             line += f", torch.mm {peak_torch:.1f} GFLOP/s (torch {torch.__version__})"
         print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
+        print(f"onnxruntime's own MatMul (the GEMM its convolutions run on), best of {sgemm_runs}: "
+              f"{ort_sgemm_gflops(args.threads, sgemm_runs):.1f} GFLOP/s")
 
         tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
         before = copy_gbps(COPY_RUNS)

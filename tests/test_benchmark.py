@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepdream_onnx.errors import DeepDreamError
@@ -32,3 +33,18 @@ def test_a_dead_sgemm_child_raises_a_clear_error_and_still_closes(benchmark):
             sgemm._child.wait()
             sgemm.runs(1)
     assert sgemm._child.returncode is not None
+
+
+def test_the_onnxruntime_matmul_it_times_computes_a_times_b(benchmark):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 48, 48), dtype=np.float32)
+    (c,) = benchmark.matmul_session(threads=1, n=48).run(None, {"a": a, "b": b})
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, widest", [("fma avx avx2 avx512f avx512bw", "AVX-512"), ("fma avx avx2 bmi2", "AVX2")])
+def test_the_machine_line_names_the_cpus_widest_vector_extension(benchmark, tmp_path, flags, widest):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\n"
+                       f"processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n")
+    assert benchmark.cpu_model(cpuinfo) == f"AMD EPYC, {widest}"
