@@ -38,12 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from deepdream_onnx import convert
 from deepdream_onnx.dream import deepdream, octave_pyramid, preprocess
 from deepdream_onnx.errors import DeepDreamError, ModelNotFoundError
 from deepdream_onnx.images import default_image, load_image
 from deepdream_onnx.network import propagate
+from deepdream_onnx.onnx_graph import make_model
 from deepdream_onnx.paths import find_model
 from deepdream_onnx.runtime import Net, _geometry_network, session_options
 
@@ -133,15 +135,14 @@ def octave_inputs(img):
 def cpu_model(cpuinfo=Path("/proc/cpuinfo")):
     """The CPU's model name and its widest vector extension ("AMD EPYC, AVX2"), as Linux reports them.
 
-    The vector width matters: onnxruntime's and numpy's GEMM kernels differ most on CPUs
-    without AVX-512, so a step's share of the sgemm peak is not comparable across them.
+    The vector width matters: on an AVX2-only CPU onnxruntime's GEMM ran below numpy's
+    (ort_sgemm_gflops), so a step's share of the sgemm peak is not comparable across CPUs.
     """
     try:
         lines = cpuinfo.read_text().splitlines()
     except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+        lines = []
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
     flags = set(fields.get("flags", "").split())
     model = fields.get("model name") or platform.processor() or platform.machine()
     widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
@@ -336,14 +337,9 @@ class Sgemm:
 
 def matmul_session(threads, n=SGEMM_N):
     """An onnxruntime session of one n x n float32 MatMul, c = a @ b, with Net's options."""
-    from onnx import TensorProto, helper
-
-    from deepdream_onnx.onnx_graph import IR_VERSION, OPSET
-
-    matrix = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm", matrix[:2], matrix[2:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
+    square = [TensorProto.FLOAT, [n, n]]
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["c"])], [("a", *square), ("b", *square)],
+                       [("c", *square)], {})
     return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
@@ -351,17 +347,22 @@ def ort_sgemm_gflops(threads, repeats, n=SGEMM_N):
     """Best GFLOP/s of matmul_session's MatMul, as Sgemm.peak_gflops.
 
     The ceiling of onnxruntime's own GEMM kernels (MLAS), which its convolutions run on: on
-    an AVX2-only CPU it reads well below numpy's OpenBLAS, so a step's share of the
-    machine's peak is capped lower there than on an AVX-512 one.
+    an AVX2-only EPYC it read below numpy's OpenBLAS (118 vs 136 GFLOP/s), which caps a
+    step's share of the machine's peak there.
     """
     session = matmul_session(threads, n)
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    return 2 * n ** 3 / best_time(lambda: session.run(None, {"a": a, "b": a}), repeats) / 1e9
+
+
+def best_time(fn, repeats):
+    """The fastest of `repeats` calls of fn after WARMUP, in seconds."""
     times = []
     for _ in range(WARMUP + repeats):
         t = time.perf_counter()
-        session.run(None, {"a": a, "b": a})
+        fn()
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times[WARMUP:]) / 1e9
+    return min(times[WARMUP:])
 
 
 def copy_gbps(repeats, megabytes=COPY_MB):
@@ -383,12 +384,7 @@ def copy_gbps(repeats, megabytes=COPY_MB):
 def torch_sgemm_gflops(torch, repeats):
     """Best GFLOP/s of torch.mm, as Sgemm.peak_gflops."""
     a, b = torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N)
-    times = []
-    for _ in range(WARMUP + repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return 2 * SGEMM_N ** 3 / min(times[WARMUP:]) / 1e9
+    return 2 * SGEMM_N ** 3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 # --- the full dream, in a fresh process ----------------------------------------------------
