@@ -9,8 +9,9 @@ it times, as medians of --repeats runs at the largest size (as many more at smal
 ones as take about the same time) after 2 warm-up runs (reported too: the first runs
 at a new size page-fault), one L2 gradient step (net.gradient), a forward pass
 (net.forward) and a custom-objective step (net.vjp and its pullback).  It counts the
-convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 runs) and
-times the same sgemm in turns with the steps (a shared machine's load slows both), and
+convolution FLOPs of a step, measures the machine's sgemm peak (the best of 10 runs of
+the fastest of numpy's, onnxruntime's and PyTorch's float32 matmul) and times that matmul
+in turns with the steps (a shared machine's load slows both), and
 times the full default dream and an N x N tiled step in fresh processes (wall time and
 peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
@@ -133,10 +134,11 @@ def octave_inputs(img):
 # --- machine ------------------------------------------------------------------------------
 
 def cpu_model(cpuinfo=Path("/proc/cpuinfo")):
-    """The CPU's model name and its widest vector extension ("AMD EPYC, AVX2"), as Linux reports them.
+    """The CPU's model name, family and widest vector extension ("AMD EPYC (family 26), AVX-512").
 
     The vector width matters: on an AVX2-only CPU onnxruntime's GEMM ran below numpy's
-    (ort_sgemm_gflops), so a step's share of the sgemm peak is not comparable across CPUs.
+    (ort_matmul), so a step's share of the sgemm peak is not comparable across CPUs.  The
+    family tells CPUs of one model name apart (AMD's 25 is Zen 3 or 4, 26 is Zen 5).
     """
     try:
         lines = cpuinfo.read_text().splitlines()
@@ -145,6 +147,8 @@ def cpu_model(cpuinfo=Path("/proc/cpuinfo")):
     fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
     flags = set(fields.get("flags", "").split())
     model = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        model += f" (family {fields['cpu family']})"
     widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
                    if flag in flags), None)
     return f"{model}, {widest}" if widest else model
@@ -343,16 +347,44 @@ def matmul_session(threads, n=SGEMM_N):
     return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
-def ort_sgemm_gflops(threads, repeats, n=SGEMM_N):
-    """Best GFLOP/s of matmul_session's MatMul, as Sgemm.peak_gflops.
+class InProcessMatmul:
+    """An n x n float32 matmul run by `call`, with Sgemm's flops, call and peak_gflops."""
 
-    The ceiling of onnxruntime's own GEMM kernels (MLAS), which its convolutions run on: on
-    an AVX2-only EPYC it read below numpy's OpenBLAS (118 vs 136 GFLOP/s), which caps a
-    step's share of the machine's peak there.
+    def __init__(self, call, n=SGEMM_N):
+        self.flops = 2 * n ** 3
+        self.call = call
+
+    def peak_gflops(self, repeats):
+        """Best GFLOP/s of `repeats` calls after WARMUP, as Sgemm.peak_gflops."""
+        return self.flops / best_time(self.call, repeats) / 1e9
+
+
+def ort_matmul(threads, n=SGEMM_N):
+    """onnxruntime's own GEMM (MLAS), which its convolutions run on.
+
+    It counts towards the machine's peak: on an AMD EPYC of CPU family 26 (AVX-512) it read
+    about 400 GFLOP/s where numpy's OpenBLAS, which picked its AVX2 Haswell kernel for that
+    CPU, read about 220; on an AVX2-only EPYC it read below numpy's (118 vs 136 GFLOP/s).
     """
     session = matmul_session(threads, n)
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    return 2 * n ** 3 / best_time(lambda: session.run(None, {"a": a, "b": a}), repeats) / 1e9
+    return InProcessMatmul(lambda: session.run(None, {"a": a, "b": a}), n)
+
+
+def torch_matmul(torch, n=SGEMM_N):
+    """torch.mm, with the thread count torch was given."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return InProcessMatmul(lambda: torch.mm(a, b), n)
+
+
+def measure_matmuls(matmuls, repeats):
+    """({name: best GFLOP/s}, the fastest's name): the fastest is the machine's sgemm peak.
+
+    The fastest of several libraries, because a BLAS may not know a CPU: one that falls
+    back to narrower vectors would halve the peak and double a step's share of it.
+    """
+    rates = {name: m.peak_gflops(repeats) for name, m in matmuls.items()}
+    return rates, max(rates, key=rates.get)
 
 
 def best_time(fn, repeats):
@@ -379,12 +411,6 @@ def copy_gbps(repeats, megabytes=COPY_MB):
         np.copyto(b, a)
         rates.append(2 * a.nbytes / (time.perf_counter() - t) / 1e9)
     return max(rates[WARMUP:]), statistics.median(rates[WARMUP:])
-
-
-def torch_sgemm_gflops(torch, repeats):
-    """Best GFLOP/s of torch.mm, as Sgemm.peak_gflops."""
-    a, b = torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N)
-    return 2 * SGEMM_N ** 3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 # --- the full dream, in a fresh process ----------------------------------------------------
@@ -792,23 +818,26 @@ def run(args, workdir):
 
     sgemm_runs = max(args.repeats, SGEMM_RUNS)
     with Sgemm(args.threads) as sgemm:  # closed on errors too, so no child outlives a failed run
-        peak_np = sgemm.peak_gflops(sgemm_runs)
-        peak = peak_np
-        line = f"sgemm {SGEMM_N}^3 float32, best of {sgemm_runs}: numpy {peak_np:.1f} GFLOP/s"
+        matmuls = {"numpy": sgemm, "onnxruntime MatMul": ort_matmul(args.threads)}
         if torch is not None:
             torch.set_num_threads(args.threads)
-            peak_torch = torch_sgemm_gflops(torch, sgemm_runs)
-            peak = max(peak, peak_torch)
-            line += f", torch.mm {peak_torch:.1f} GFLOP/s (torch {torch.__version__})"
-        print(f"{line}; sgemm peak {peak:.1f} GFLOP/s ({args.threads} threads)")
-        print(f"onnxruntime's own MatMul (the GEMM its convolutions run on), best of {sgemm_runs}: "
-              f"{ort_sgemm_gflops(args.threads, sgemm_runs):.1f} GFLOP/s")
-
+            matmuls["torch.mm"] = torch_matmul(torch)
+        rates, fastest = measure_matmuls(matmuls, sgemm_runs)
+        peak = rates[fastest]
+        torch_note = f" (torch {torch.__version__})" if torch is not None else ""
+        print(f"sgemm {SGEMM_N}^3 float32, best of {sgemm_runs}: "
+              + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+              + f" GFLOP/s{torch_note}; sgemm peak {peak:.1f} GFLOP/s ({fastest}, the fastest; "
+              f"{args.threads} threads), also timed in turns with the steps")
+        if rates["numpy"] < 0.75 * peak:
+            print(f"  numpy's BLAS ran at {rates['numpy'] / peak:.2f} of the peak: it may not use this CPU's "
+                  "widest vectors (OpenBLAS picks its kernel by CPU model; OPENBLAS_CORETYPE overrides it)")
         tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
         before = copy_gbps(COPY_RUNS)
         rows = []
         for x in inputs:
-            row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets, sgemm)}
+            row = {"size": size_name(x), **bench_size(net, x, end, size_repeats(args.repeats, x, largest), tnets,
+                                                          matmuls[fastest])}
             row["flops_fwd"], row["flops_bwd"] = conv_flops(geometry, *x.shape[2:], geometry.blobs[end])
             rows.append(row)
         after = copy_gbps(COPY_RUNS)

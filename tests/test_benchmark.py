@@ -1,6 +1,7 @@
 """The benchmark script's sgemm child process: it answers, and a dead child is an error, not a hang."""
 
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,27 @@ def test_the_onnxruntime_matmul_it_times_computes_a_times_b(benchmark):
 @pytest.mark.parametrize("flags, widest", [("fma avx avx2 avx512f avx512bw", "AVX-512"), ("fma avx avx2 bmi2", "AVX2")])
 def test_the_machine_line_names_the_cpus_widest_vector_extension(benchmark, tmp_path, flags, widest):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\n"
-                       f"processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n")
-    assert benchmark.cpu_model(cpuinfo) == f"AMD EPYC, {widest}"
+    cpu = f"model name\t: AMD EPYC\ncpu family\t: 26\nflags\t\t: fpu sse2 {flags}\n"
+    cpuinfo.write_text(f"processor\t: 0\n{cpu}\nprocessor\t: 1\n{cpu}")
+    assert benchmark.cpu_model(cpuinfo) == f"AMD EPYC (family 26), {widest}"
+
+
+class FixedRate:
+    def __init__(self, gflops):
+        self.gflops = gflops
+
+    def peak_gflops(self, repeats):
+        return self.gflops
+
+
+def test_the_sgemm_peak_is_the_fastest_librarys_not_numpys_when_its_blas_falls_back(benchmark):
+    matmuls = {"numpy": FixedRate(220.0), "onnxruntime MatMul": FixedRate(400.0), "torch.mm": FixedRate(190.0)}
+    rates, fastest = benchmark.measure_matmuls(matmuls, repeats=3)
+    assert fastest == "onnxruntime MatMul"
+    assert rates == {"numpy": 220.0, "onnxruntime MatMul": 400.0, "torch.mm": 190.0}
+
+
+def test_an_in_process_matmul_reports_its_flops_over_its_best_time(benchmark):
+    matmul = benchmark.InProcessMatmul(lambda: time.sleep(0.01), n=64)
+    assert matmul.flops == 2 * 64 ** 3
+    assert 0.2 * matmul.flops / 0.01 / 1e9 < matmul.peak_gflops(repeats=3) <= matmul.flops / 0.01 / 1e9
