@@ -1,4 +1,4 @@
-"""The benchmark script's sgemm child process: it answers, and a dead child is an error, not a hang."""
+"""The benchmark script: its sgemm child process answers (a dead child is an error, not a hang), its matmuls and machine line."""
 
 import importlib.util
 import time
