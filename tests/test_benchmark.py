@@ -1,7 +1,9 @@
-"""The benchmark script: its sgemm child process answers (a dead child is an error, not a hang), its matmuls and machine line."""
+"""The benchmark script: its sgemm child process answers (a dead child is an error, not a hang), its matmuls (the
+fastest on the device the steps run on is the peak), its machine line and the GPU it names."""
 
 import importlib.util
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,57 @@ def test_an_in_process_matmul_reports_its_flops_over_its_best_time(benchmark):
     matmul = benchmark.InProcessMatmul(lambda: time.sleep(0.01), n=64)
     assert matmul.flops == 2 * 64 ** 3
     assert 0.2 * matmul.flops / 0.01 / 1e9 < matmul.peak_gflops(repeats=3) <= matmul.flops / 0.01 / 1e9
+
+
+@pytest.fixture
+def made_matmuls(benchmark, monkeypatch):
+    """The (library, device) of each matmul peak_matmuls makes, made as labels only: nothing runs."""
+    made = []
+    monkeypatch.setattr(benchmark, "ort_matmul", lambda threads, device="cpu": made.append(("ort", device)) or "ort")
+    monkeypatch.setattr(benchmark, "torch_matmul", lambda torch, device="cpu": made.append(("torch", device)) or "torch")
+    return made
+
+
+def fake_torch(cuda):
+    return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: cuda))
+
+
+@pytest.mark.parametrize("torch_has_cuda", [True, False])
+def test_on_cuda_the_peak_is_the_gpus_matmul_and_numpys_is_never_made(benchmark, made_matmuls, torch_has_cuda):
+    def numpy_sgemm():
+        raise AssertionError("numpy's CPU matmul made for a CUDA run")
+
+    matmuls = benchmark.peak_matmuls("cuda", 2, fake_torch(torch_has_cuda), numpy_sgemm)
+    expected = [("ort", "cuda")] + ([("torch", "cuda")] if torch_has_cuda else [])
+    assert made_matmuls == expected
+    assert list(matmuls) == ["onnxruntime MatMul on CUDA"] + (["torch.mm on CUDA"] if torch_has_cuda else [])
+
+
+@pytest.mark.parametrize("torch", [None, fake_torch(cuda=True)])
+def test_on_the_cpu_the_peak_is_the_fastest_of_the_cpu_matmuls(benchmark, made_matmuls, torch):
+    matmuls = benchmark.peak_matmuls("cpu", 2, torch, lambda: "numpy")
+    assert made_matmuls == [("ort", "cpu")] + ([("torch", "cpu")] if torch else [])
+    assert matmuls == {"numpy": "numpy", "onnxruntime MatMul": "ort", **({"torch.mm": "torch"} if torch else {})}
+
+
+@pytest.mark.parametrize("script, expected", [
+    ('echo "NVIDIA A100-SXM4-40GB"; echo "NVIDIA A100-SXM4-40GB"', "NVIDIA A100-SXM4-40GB"),
+    ("echo 'NVIDIA-SMI has failed' >&2; exit 9", None),
+])
+def test_the_gpu_is_named_by_nvidia_smi_and_none_when_it_fails(benchmark, tmp_path, monkeypatch, script, expected):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n{script}\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert benchmark.gpu_model() == expected
+
+
+def test_without_nvidia_smi_the_gpu_has_no_name(benchmark, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert benchmark.gpu_model() is None
+
+
+def test_the_peak_is_raised_by_a_faster_run_in_turns_and_never_lowered(benchmark):
+    rows = [{"sgemm_best_gflops": 380.0}, {"sgemm_best_gflops": 411.0}]
+    assert benchmark.peak_after_turns(311.0, rows) == 411.0
+    assert benchmark.peak_after_turns(442.0, rows) == 442.0
