@@ -420,7 +420,7 @@ def peak_matmuls(device, threads, torch, numpy_sgemm):
     """
     if device == "cuda":
         matmuls = {"onnxruntime MatMul on CUDA": ort_matmul(threads, device="cuda")}
-        if torch is not None and torch.cuda.is_available():
+        if torch is not None:
             matmuls["torch.mm on CUDA"] = torch_matmul(torch, device="cuda")
         return matmuls
     matmuls = {"numpy": numpy_sgemm(), "onnxruntime MatMul": ort_matmul(threads)}
@@ -739,11 +739,25 @@ class TorchNet:
         return self._numpy(a), pullback
 
 
+def torch_device(device, torch):
+    """The device PyTorch runs on to compare with ours on `device`: the same one.
+
+    Raises DeepDreamError for CUDA with a torch that has none: PyTorch on the CPU against
+    our GPU would compare the devices, not the implementations.
+    """
+    if device != "cuda":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise DeepDreamError("--compare-torch on CUDA needs a PyTorch that can use the GPU (this one cannot: "
+                             "a CPU build, or no CUDA it can load); install a CUDA build of torch or use --device cpu")
+    return "cuda"
+
+
 def make_torch_net(net, weights, threads, channels_last):
     """(TorchNet, torch) for the same network and weights as net."""
     torch = import_torch()
     torch.set_num_threads(threads)
-    device = "cuda" if net.device == "cuda" and torch.cuda.is_available() else "cpu"
+    device = torch_device(net.device, torch)
     model = TorchGoogLeNet(torch, weighted_layers(net, weights), net.manifest["input"])
     return TorchNet(torch, model, net, device, channels_last), torch
 
@@ -858,6 +872,8 @@ def run(args, workdir):
     model_dir, caffemodel, model_note = prepare_model(args.model, workdir)
     weights = Path(args.caffemodel) if args.caffemodel else caffemodel
     net = Net(model_dir, device=args.device, threads=args.threads)
+    if torch is not None:
+        torch_device(net.device, torch)  # fail before any timing
     end = net.resolve(args.end)
     img, image_note = prepare_image(args.image)
     inputs = octave_inputs(img)

@@ -87,15 +87,24 @@ def fake_torch(cuda):
     return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: cuda))
 
 
-@pytest.mark.parametrize("torch_has_cuda", [True, False])
-def test_on_cuda_the_peak_is_the_gpus_matmul_and_numpys_is_never_made(benchmark, made_matmuls, torch_has_cuda):
+@pytest.mark.parametrize("with_torch", [True, False])
+def test_on_cuda_the_peak_is_the_gpus_matmul_and_numpys_is_never_made(benchmark, made_matmuls, with_torch):
     def numpy_sgemm():
         raise AssertionError("numpy's CPU matmul made for a CUDA run")
 
-    matmuls = benchmark.peak_matmuls("cuda", 2, fake_torch(torch_has_cuda), numpy_sgemm)
-    expected = [("ort", "cuda")] + ([("torch", "cuda")] if torch_has_cuda else [])
-    assert made_matmuls == expected
-    assert list(matmuls) == ["onnxruntime MatMul on CUDA"] + (["torch.mm on CUDA"] if torch_has_cuda else [])
+    matmuls = benchmark.peak_matmuls("cuda", 2, fake_torch(cuda=True) if with_torch else None, numpy_sgemm)
+    assert made_matmuls == [("ort", "cuda")] + ([("torch", "cuda")] if with_torch else [])
+    assert list(matmuls) == ["onnxruntime MatMul on CUDA"] + (["torch.mm on CUDA"] if with_torch else [])
+
+
+@pytest.mark.parametrize("device, cuda, expected", [("cpu", True, "cpu"), ("cpu", False, "cpu"), ("cuda", True, "cuda")])
+def test_pytorch_runs_on_the_device_ours_runs_on(benchmark, device, cuda, expected):
+    assert benchmark.torch_device(device, fake_torch(cuda)) == expected
+
+
+def test_comparing_with_a_pytorch_without_cuda_on_cuda_is_a_clear_error(benchmark):
+    with pytest.raises(DeepDreamError, match="needs a PyTorch that can use the GPU.*--device cpu"):
+        benchmark.torch_device("cuda", fake_torch(cuda=False))
 
 
 @pytest.mark.parametrize("torch", [None, fake_torch(cuda=True)])
