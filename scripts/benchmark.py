@@ -13,8 +13,8 @@ convolution FLOPs of a step, measures the sgemm peak of the device the steps run
 best of 10 runs of the fastest float32 matmul: numpy's, onnxruntime's and PyTorch's on the
 CPU; onnxruntime's and PyTorch's, operands on the GPU, with CUDA) and times that matmul in
 turns with the steps (a shared machine's load slows both; its best run there raises the
-peak if faster), and times the full default dream
-and an N x N tiled step in fresh processes (wall time and peak memory).
+peak if faster), and times the full default dream and an N x N tiled step in fresh
+processes (wall time and peak memory).
 --compare-torch builds the same network in PyTorch from the same weights, checks that
 its gradient equals ours, and times the same work in turns with ours (blocks of
 back-to-back steps, ours then PyTorch's, in four or more rounds), so that a shared
@@ -416,7 +416,8 @@ def peak_matmuls(device, threads, torch, numpy_sgemm):
     """{name: matmul} on the device the steps run on, the fastest of which is their peak.
 
     numpy_sgemm() makes numpy's (an Sgemm), asked for on the CPU only: a GPU's step as a
-    share of the host CPU's matmul would say nothing about the GPU.
+    share of the host CPU's matmul would say nothing about the GPU.  On CUDA, torch (if
+    given) must reach the GPU: run checks that first, with torch_device.
     """
     if device == "cuda":
         matmuls = {"onnxruntime MatMul on CUDA": ort_matmul(threads, device="cuda")}

@@ -3,8 +3,8 @@ fastest on the device the steps run on is the peak), its machine line and the GP
 
 import importlib.util
 import time
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
