@@ -440,6 +440,23 @@ def measure_matmuls(matmuls, repeats):
     return rates, max(rates, key=rates.get)
 
 
+def blas_note(rates, peak, environ):
+    """A line saying why numpy's sgemm ran well below the peak, or None.
+
+    OpenBLAS picks its kernel by CPU model unless OPENBLAS_CORETYPE names one; a machine's
+    environment may set it to an older kernel for builds that crash on the newer ones
+    (OPENBLAS_CORETYPE=Haswell on a 2-core Zen 5 EPYC read 216 GFLOP/s, unset 400).
+    """
+    if "numpy" not in rates or rates["numpy"] >= 0.75 * peak:
+        return None
+    share = f"numpy's BLAS ran at {rates['numpy'] / peak:.2f} of the peak"
+    forced = environ.get("OPENBLAS_CORETYPE")
+    if forced:
+        return (f"{share}: OPENBLAS_CORETYPE={forced} in the environment picks its kernel "
+                "(unset it, with OPENBLAS_L2_SIZE, to time OpenBLAS's own pick)")
+    return f"{share}: it may not use this CPU's widest vectors (OpenBLAS picks its kernel by CPU model)"
+
+
 def peak_after_turns(peak, rows):
     """The sgemm peak: the best at the start, or the same matmul's best run in turns with the steps if faster.
 
@@ -908,9 +925,9 @@ def run(args, workdir):
               + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
               + f" GFLOP/s{torch_note}; sgemm peak {peak:.1f} GFLOP/s ({fastest}, the fastest; "
               f"{args.threads} threads), also timed in turns with the steps")
-        if "numpy" in rates and rates["numpy"] < 0.75 * peak:
-            print(f"  numpy's BLAS ran at {rates['numpy'] / peak:.2f} of the peak: it may not use this CPU's "
-                  "widest vectors (OpenBLAS picks its kernel by CPU model; OPENBLAS_CORETYPE overrides it)")
+        note = blas_note(rates, peak, os.environ)
+        if note:
+            print(f"  {note}")
         tnets = torch_nets(net, weights, args, end, inputs[0]) if torch is not None else {}
         before = copy_gbps(COPY_RUNS)
         rows = []

@@ -68,6 +68,21 @@ def test_the_sgemm_peak_is_the_fastest_librarys_not_numpys_when_its_blas_falls_b
     assert rates == {"numpy": 220.0, "onnxruntime MatMul": 400.0, "torch.mm": 190.0}
 
 
+@pytest.mark.parametrize("environ, says", [
+    ({"OPENBLAS_CORETYPE": "Haswell"}, "OPENBLAS_CORETYPE=Haswell in the environment picks its kernel"),
+    ({}, "it may not use this CPU's widest vectors"),
+])
+def test_a_slow_numpy_sgemm_is_explained_by_what_picks_its_kernel(benchmark, environ, says):
+    note = benchmark.blas_note({"numpy": 216.0, "onnxruntime MatMul": 400.0}, 400.0, environ)
+    assert note.startswith("numpy's BLAS ran at 0.54 of the peak: ") and says in note
+
+
+def test_a_numpy_sgemm_near_the_peak_needs_no_note(benchmark):
+    rates = {"numpy": 390.0, "onnxruntime MatMul": 400.0}
+    assert benchmark.blas_note(rates, 400.0, {"OPENBLAS_CORETYPE": "SkylakeX"}) is None
+    assert benchmark.blas_note({"onnxruntime MatMul": 400.0}, 400.0, {}) is None
+
+
 def test_an_in_process_matmul_reports_its_flops_over_its_best_time(benchmark):
     matmul = benchmark.InProcessMatmul(lambda: time.sleep(0.01), n=64)
     assert matmul.flops == 2 * 64 ** 3
