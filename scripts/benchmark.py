@@ -380,8 +380,9 @@ def ort_matmul(threads, n=SGEMM_N, device="cpu"):
     """onnxruntime's own GEMM (MLAS on the CPU, cuBLAS on CUDA), which its convolutions run on.
 
     It counts towards the machine's peak: on an AMD EPYC of CPU family 26 (AVX-512) it read
-    about 400 GFLOP/s where numpy's OpenBLAS, which picked its AVX2 Haswell kernel for that
-    CPU, read about 220; on an AVX2-only EPYC it read below numpy's (118 vs 136 GFLOP/s).
+    about 400 GFLOP/s where numpy's OpenBLAS, held to its AVX2 Haswell kernel by that
+    environment's OPENBLAS_CORETYPE (blas_note), read about 220; on an AVX2-only EPYC it
+    read below numpy's (118 vs 136 GFLOP/s).
     """
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     if device == "cpu":
@@ -433,8 +434,9 @@ def peak_matmuls(device, threads, torch, numpy_sgemm):
 def measure_matmuls(matmuls, repeats):
     """({name: best GFLOP/s}, the fastest's name): the fastest is the machine's sgemm peak.
 
-    The fastest of several libraries, because a BLAS may not know a CPU: one that falls
-    back to narrower vectors would halve the peak and double a step's share of it.
+    The fastest of several libraries, because a BLAS may not know a CPU or be told to use
+    an older kernel: one on narrower vectors would halve the peak and double a step's
+    share of it.
     """
     rates = {name: m.peak_gflops(repeats) for name, m in matmuls.items()}
     return rates, max(rates, key=rates.get)

@@ -1,5 +1,6 @@
 """The benchmark script: its sgemm child process answers (a dead child is an error, not a hang), its matmuls (the
-fastest on the device the steps run on is the peak), its machine line and the GPU it names."""
+fastest on the device the steps run on is the peak), its note on a slow numpy, its machine line and the GPU it
+names."""
 
 import importlib.util
 import time
