@@ -7,9 +7,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import paths
-from .errors import ChecksumError, DeepDreamError
-from .progress import Progress
+from deepdream_onnx import paths
+from deepdream_onnx.errors import ChecksumError, DeepDreamError
+from deepdream_onnx.progress import Progress
 
 GOOGLENET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
 # From the BVLC model zoo's readme (models/bvlc_googlenet/readme.md, caffemodel_sha1).

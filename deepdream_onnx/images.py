@@ -16,7 +16,7 @@ import numpy as np
 import scipy.ndimage as nd
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import DeepDreamError
+from deepdream_onnx.errors import DeepDreamError
 
 # extension -> (Pillow format, save options)
 FORMATS = {

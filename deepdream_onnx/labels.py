@@ -3,7 +3,7 @@
 from importlib import resources
 from pathlib import Path
 
-from .errors import DeepDreamError
+from deepdream_onnx.errors import DeepDreamError
 
 
 def imagenet_labels():

@@ -7,7 +7,7 @@ test that sets them takes effect.
 import os
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from deepdream_onnx.errors import ModelNotFoundError
 
 MANIFEST = "manifest.json"
 

@@ -12,15 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
-from .errors import BlobListError, DeepDreamError, UnknownBlobError
-from .export import end_models
-from .gradient import GRADIENT, WEIGHTS, seed_names
-from .network import MEAN_BGR, Layer, Network, propagate
-from .paths import MANIFEST, cache_dir, find_model
+from deepdream_onnx.errors import BlobListError, DeepDreamError, UnknownBlobError
+from deepdream_onnx.graph.names import GRADIENT, WEIGHTS, seed_names
+from deepdream_onnx.graph.network import MEAN_BGR, Layer, Network, propagate
+from deepdream_onnx.paths import MANIFEST, cache_dir, find_model
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -37,8 +34,8 @@ def load(model=None, device="auto", threads=0):
 
 def _converted(caffemodel):
     """The cached conversion of a caffemodel, converting it on first use."""
-    from .convert import convert
-    from .download import sha1_of
+    from deepdream_onnx.converter import convert
+    from deepdream_onnx.download import sha1_of
 
     target = cache_dir() / "models" / f"{caffemodel.stem}-{sha1_of(caffemodel)[:12]}"
     if not (target / MANIFEST).is_file():
@@ -233,6 +230,12 @@ class Net:
 
     def _combined_models(self, ends):
         """Gradient models for several blobs at once, built from forward.onnx by the same rules."""
+        # Only here does running a model need onnx: one blob's models are files already.
+        import onnx
+        from onnx import numpy_helper
+
+        from deepdream_onnx.graph.export import end_models
+
         if self._forward is None:
             model = onnx.load(str(self.model_dir / self.manifest["forward"]))
             self._forward = (list(model.graph.node), {i.name: numpy_helper.to_array(i) for i in model.graph.initializer})

@@ -44,11 +44,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from deepdream_onnx import convert
-from deepdream_onnx.dream import deepdream, octave_pyramid, preprocess
+from deepdream_onnx.recipe.dream import deepdream, octave_pyramid, preprocess
 from deepdream_onnx.errors import DeepDreamError, ModelNotFoundError
 from deepdream_onnx.images import default_image, load_image
-from deepdream_onnx.network import propagate
-from deepdream_onnx.onnx_graph import make_model
+from deepdream_onnx.graph.network import propagate
+from deepdream_onnx.graph.builder import make_model
 from deepdream_onnx.paths import find_model
 from deepdream_onnx.runtime import Net, _geometry_network, session_options
 
@@ -558,8 +558,8 @@ def import_torch():
 def weighted_layers(net, weights):
     """The net's layers with their weights, from a caffemodel or else the converted model's forward.onnx."""
     if weights is not None:
-        from deepdream_onnx.caffe_reader import read_caffemodel
-        from deepdream_onnx.network import build_network
+        from deepdream_onnx.readers.caffe import read_caffemodel
+        from deepdream_onnx.graph.network import build_network
 
         network = build_network(read_caffemodel(weights))
         if net.sha1 and network.source_sha1 != net.sha1:
@@ -698,7 +698,7 @@ def ort_tensors(net, names, data, layers):
     value is the ReLU of its input's.
     """
     import onnx
-    from deepdream_onnx.onnx_graph import prune
+    from deepdream_onnx.graph.builder import prune
 
     model = onnx.load(str(net.model_dir / net.manifest["forward"]))
     produced = {name for node in model.graph.node for name in node.output}

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":
     # Lets the script run from a checkout that was never pip-installed.
     sys.path.insert(0, str(REPO))
-    from deepdream_onnx.cli import main
+    from deepdream_onnx.cli.main import main
 
     # A later -o in argv overrides this default (argparse keeps the last value).
     sys.exit(main(["convert", "-o", str(REPO / "models" / "bvlc_googlenet"), *sys.argv[1:]]))

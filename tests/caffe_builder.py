@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 from google.protobuf import text_format
 
-from deepdream_onnx import caffe_schema
+from deepdream_onnx.readers import caffe_schema
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepdream_onnx.network import Layer, Network
+from deepdream_onnx.graph.network import Layer, Network
 
 Pair = Tuple[int, int]
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepdream_onnx import dream, images, objectives, paths
+from deepdream_onnx import images, paths
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import objectives
 
 
 def run(*args, cwd=None):

@@ -12,12 +12,12 @@ import pytest
 import caffe_builder
 import caffe_reference as ref
 import deepdream_onnx
-from deepdream_onnx.caffe_reader import read_caffemodel
+from deepdream_onnx.readers.caffe import read_caffemodel
 from deepdream_onnx.download import sha1_of
 from deepdream_onnx.errors import CaffeFormatError, DeepDreamError, UnsupportedLayerError
-from deepdream_onnx.network import build_network
-from deepdream_onnx.onnx_forward import LAYERS
-from deepdream_onnx.onnx_graph import IR_VERSION
+from deepdream_onnx.graph.network import build_network
+from deepdream_onnx.graph.forward import LAYERS
+from deepdream_onnx.graph.builder import IR_VERSION
 from deepdream_onnx.runtime import select_device
 
 END = "mix/output"
@@ -125,7 +125,7 @@ def test_a_failed_write_leaves_no_staging_directory(tiny_caffemodel, tmp_path, m
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sys.modules["deepdream_onnx.convert"], "_write", disk_full)
+    monkeypatch.setattr(sys.modules["deepdream_onnx.converter"], "_write", disk_full)
     with pytest.raises(OSError):
         deepdream_onnx.convert(tiny_caffemodel, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import scipy.ndimage as nd
 
-from deepdream_onnx import dream, laplacian, objectives, tiling
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import laplacian
+from deepdream_onnx.recipe import objectives
+from deepdream_onnx.recipe import tiling
 from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
 
 NOTEBOOK_MEAN = np.float32([104.0, 116.0, 122.0])  # the notebook's caffe.Classifier mean

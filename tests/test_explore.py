@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepdream_onnx import dream, explore, images, labels
+from deepdream_onnx import images, labels
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import explore
 from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
 from test_cli import assert_one_line_error, listing, run
 

@@ -7,9 +7,9 @@ import pytest
 import caffe_builder
 import caffe_reference as ref
 from samples import image, relative_error
-from deepdream_onnx.caffe_reader import read_caffemodel
+from deepdream_onnx.readers.caffe import read_caffemodel
 from deepdream_onnx.errors import InputSizeError, UnknownBlobError
-from deepdream_onnx.network import build_network
+from deepdream_onnx.graph.network import build_network
 
 DEPLOY_BLOBS = [t for layer in caffe_builder.googlenet_spec().layers if layer.only != "train"
                 for t in layer.top if t != "data"]

@@ -5,7 +5,9 @@ one run; concept names."""
 import numpy as np
 import pytest
 
-from deepdream_onnx import dream, objectives, labels
+from deepdream_onnx import labels
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import objectives
 from deepdream_onnx.errors import DeepDreamError
 
 

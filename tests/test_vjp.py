@@ -8,10 +8,10 @@ from onnx import TensorProto, helper
 import caffe_reference as ref
 from onnx_check import check_vjp, op_model, pooled_size, reference, run_ort, run_reference, to_double
 from deepdream_onnx.errors import DeepDreamError, UnsupportedLayerError
-from deepdream_onnx.gradient import differentiate
-from deepdream_onnx.onnx_graph import FLOAT, GraphBuilder, make_model
-from deepdream_onnx.onnx_forward import LAYERS
-from deepdream_onnx.vjp import VJP, vjp_rule
+from deepdream_onnx.graph.gradient import differentiate
+from deepdream_onnx.graph.builder import FLOAT, GraphBuilder, make_model
+from deepdream_onnx.graph.forward import LAYERS
+from deepdream_onnx.graph.vjp import VJP, vjp_rule
 
 RNG = np.random.default_rng(7)
 TOLERANCE = 1e-6

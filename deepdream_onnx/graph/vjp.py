@@ -11,9 +11,9 @@ and one check in tests/test_vjp.py.
 
 import numpy as np
 
-from . import composite
-from .errors import UnsupportedLayerError
-from .onnx_graph import FLOAT, attributes
+from deepdream_onnx.graph import composite
+from deepdream_onnx.errors import UnsupportedLayerError
+from deepdream_onnx.graph.builder import FLOAT, attributes
 
 VJP = {}
 

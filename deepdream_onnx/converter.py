@@ -14,15 +14,15 @@ from pathlib import Path
 
 import onnx
 
-from . import __version__
-from .caffe_reader import read_caffemodel, read_prototxt
-from .errors import DeepDreamError
-from .labels import read_labels
-from .export import KINDS, end_models, forward_model
-from .network import MEAN_BGR, blob_geometry, build_network
-from .onnx_forward import build_forward
-from .onnx_graph import OPSET, WeightsFile
-from .paths import MANIFEST
+from deepdream_onnx import __version__
+from deepdream_onnx.readers.caffe import read_caffemodel, read_prototxt
+from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.labels import read_labels
+from deepdream_onnx.graph.export import KINDS, end_models, forward_model
+from deepdream_onnx.graph.network import MEAN_BGR, blob_geometry, build_network
+from deepdream_onnx.graph.forward import LAYERS, build_forward
+from deepdream_onnx.graph.builder import OPSET, WeightsFile
+from deepdream_onnx.paths import MANIFEST
 
 FORMAT = 1
 LABELS = "labels.txt"
@@ -47,7 +47,7 @@ def convert(caffemodel, out_dir, prototxt=None, progress=None, labels=None):
     names = read_labels(labels) if labels is not None else None
     caffenet = read_caffemodel(caffemodel)
     deploy = read_prototxt(prototxt) if prototxt else None
-    network = build_network(caffenet, deploy)
+    network = build_network(caffenet, deploy, supported=LAYERS)
     if names is not None:
         _check_labels(names, labels, network)
 

@@ -13,18 +13,12 @@ the converter cuts three models:
 from dataclasses import dataclass
 from typing import List
 
-from .errors import DeepDreamError
-from .onnx_graph import GraphBuilder, prune
-from .vjp import NON_DIFFERENTIABLE, VJP, vjp_rule
+from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.graph.builder import GraphBuilder, prune
+from deepdream_onnx.graph.names import GRADIENT, SEED, WEIGHTS, seed_names
+from deepdream_onnx.graph.vjp import NON_DIFFERENTIABLE, VJP, vjp_rule
 
-SEED = "seed"
-GRADIENT = "gradient"
-WEIGHTS = "weights"
-
-
-def seed_names(count):
-    """The seed inputs for `count` ends: "seed", or "seed:0", "seed:1", ..."""
-    return [SEED] if count == 1 else [f"{SEED}:{i}" for i in range(count)]
+__all__ = ["GRADIENT", "SEED", "WEIGHTS", "Gradient", "differentiate", "l2_nodes", "seed_names", "split_nodes"]
 
 
 @dataclass

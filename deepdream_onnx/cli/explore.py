@@ -5,12 +5,15 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, dream, explore, images
-from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_file,
+from deepdream_onnx import __version__
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import explore
+from deepdream_onnx import images
+from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_file,
                          int_at_least, load_input, load_net, new_seed, print_table, say_device, size_arg)
-from .errors import DeepDreamError
-from .labels import read_labels
-from .progress import Progress
+from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.labels import read_labels
+from deepdream_onnx.progress import Progress
 
 
 EXPLORE_EXAMPLES = f"""\

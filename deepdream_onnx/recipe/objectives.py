@@ -16,8 +16,8 @@ on a grid of windows of that size (see deepdream_onnx.tiling).
 
 import numpy as np
 
-from .errors import DeepDreamError, close_matches
-from .labels import imagenet_labels
+from deepdream_onnx.errors import DeepDreamError, close_matches
+from deepdream_onnx.labels import imagenet_labels
 
 
 def l2_value(dst, weights=None):

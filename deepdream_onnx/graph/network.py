@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import CaffeFormatError, InputSizeError, UnsupportedLayerError
+from deepdream_onnx.errors import CaffeFormatError, InputSizeError, UnsupportedLayerError
 
 # The input's mean, BGR, subtracted before the net sees an image (the notebook's
 # net.transformer.mean['data'] for BVLC GoogLeNet; every model converted here uses it).
@@ -98,8 +98,12 @@ class _State:
         self.written = {}     # blob name -> how often it has been written
 
 
-def build_network(caffenet, deploy=None):
+def build_network(caffenet, deploy=None, supported=None):
     """The inference Network of a CaffeNet (read from a .caffemodel).
+
+    supported: the layer types the network may keep (the converter passes the forward
+    builder's, forward.LAYERS); a kept layer of another type raises UnsupportedLayerError.
+    None accepts every type: the description itself does not depend on them.
 
     With deploy (a CaffeNet read from a deploy .prototxt) the structure comes from the
     prototxt and the weights from the caffemodel by layer name, as pycaffe does.
@@ -107,8 +111,6 @@ def build_network(caffenet, deploy=None):
     Split and Dropout are aliases, and only the layers feeding the main classifier (the
     last loss layer's input, as in deploy.prototxt) are kept.
     """
-    from .onnx_forward import LAYERS
-
     structure = deploy if deploy is not None else caffenet
     blobs_by_layer = {layer.name: layer.blobs for layer in caffenet.layers if layer.blobs}
     state = _State(structure.inputs)
@@ -140,10 +142,10 @@ def build_network(caffenet, deploy=None):
     kept = _needed(state.layers, targets)
     layers = []
     for layer, inputs, outputs in kept:
-        if layer.type not in LAYERS:
+        if supported is not None and layer.type not in supported:
             raise UnsupportedLayerError(
                 f"layer {layer.name!r} has unsupported type {layer.type!r}; "
-                f"supported: {', '.join(sorted(LAYERS) + sorted(STRUCTURAL))}")
+                f"supported: {', '.join(sorted(supported) + sorted(STRUCTURAL))}")
         weights = _weights(layer, blobs_by_layer.get(layer.name, []))
         params = dict(layer.params)
         if layer.type == "InnerProduct":

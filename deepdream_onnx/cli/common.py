@@ -7,9 +7,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from . import images
-from .errors import DeepDreamError
-from .runtime import load
+from deepdream_onnx import images
+from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.runtime import load
 
 PROG = "deepdream-onnx"
 

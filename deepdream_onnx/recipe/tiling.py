@@ -34,7 +34,7 @@ that is the mean colour after preprocessing, and not rolled along that axis.
 
 import numpy as np
 
-from .errors import DeepDreamError, InputSizeError
+from deepdream_onnx.errors import DeepDreamError, InputSizeError
 
 # Bytes one gradient run may take: 1.5 GiB, so that with the image's own arrays a
 # 4096 x 4096 dream stays under 3 GB.

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, download, dream, images, objectives, paths
-from .convert import convert
-from .errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
-from .labels import read_labels
-from .progress import Progress
-from .cli_common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
+from deepdream_onnx import __version__
+from deepdream_onnx import download
+from deepdream_onnx.recipe import dream
+from deepdream_onnx import images
+from deepdream_onnx.recipe import objectives
+from deepdream_onnx import paths
+from deepdream_onnx.converter import convert
+from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
+from deepdream_onnx.labels import read_labels
+from deepdream_onnx.progress import Progress
+from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
                          check_output_file, float_in, int_at_least, load_input, load_net, new_seed, print_table,
                          say_device, size_arg)
-from .cli_explore import add_explore_commands
+from deepdream_onnx.cli.explore import add_explore_commands
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import composite
+from deepdream_onnx.graph import composite
 
 OPSET = 17
 # onnx >= 1.20 writes IR version 14 by default, which current onnxruntime refuses.

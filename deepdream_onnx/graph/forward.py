@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import composite
-from .errors import UnsupportedLayerError
-from .network import Layer
-from .onnx_graph import GraphBuilder
+from deepdream_onnx.graph import composite
+from deepdream_onnx.errors import UnsupportedLayerError
+from deepdream_onnx.graph.network import Layer
+from deepdream_onnx.graph.builder import GraphBuilder
 
 LAYERS = {}
 

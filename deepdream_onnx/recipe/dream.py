@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage as nd
 
-from . import images, laplacian, tiling
-from .errors import DeepDreamError, InputSizeError
-from .network import MEAN_BGR
+from deepdream_onnx import images
+from deepdream_onnx.recipe import laplacian
+from deepdream_onnx.recipe import tiling
+from deepdream_onnx.errors import DeepDreamError, InputSizeError
+from deepdream_onnx.graph.network import MEAN_BGR
 
 NORMALIZE = ("mean", "laplacian")  # make_step's step normalizations
 MEAN = np.float32(MEAN_BGR)
