@@ -7,6 +7,7 @@ leaves a partial file under the final name.
 """
 
 import contextlib
+import io
 import json
 import os
 import threading
@@ -169,6 +170,22 @@ def save_image(path, img, params=None):
     with atomic_write(path) as f:
         im.save(f, format=fmt, **options)
     return path
+
+
+def encode_image(img, fmt="png"):
+    """img (H x W x 3 RGB, float or uint8) as the bytes of an image file, e.g. for a notebook.
+
+    fmt names one of FORMATS without the dot ("png", "jpeg", ...), saved with the same
+    options as save_image; floats are clipped to 0..255 and truncated.
+    """
+    ext = "." + str(fmt).lower().lstrip(".")
+    if ext not in FORMATS:
+        known = " ".join(sorted(e[1:] for e in FORMATS))
+        raise DeepDreamError(f"unknown image format {fmt!r}; use one of {known}")
+    pil_format, options = FORMATS[ext]
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(img), "RGB").save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
 
 
 def read_png_params(path):

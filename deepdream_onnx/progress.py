@@ -1,8 +1,16 @@
-"""A one-line progress bar for a terminal; silent when the output is not a terminal."""
+"""A one-line progress bar for a terminal or a Jupyter notebook cell; silent elsewhere.
+
+In a notebook, a dream shows its progress with the same object the command line uses:
+
+    with Progress(octave_n * iter_n, label="dream") as bar:
+        result = dream.deepdream(net, img, iter_n=iter_n, octave_n=octave_n, progress=bar)
+"""
 
 import os
 import sys
 import time
+
+from deepdream_onnx import display as _display
 
 _BAR_WIDTH = 24
 # Redrawing on every chunk of a download would spend more time writing to the
@@ -32,11 +40,20 @@ class Progress:
 
     Drawn on one line of ``stream`` (sys.stderr by default), rewritten with '\\r': label,
     bar, count/total, elapsed time, ETA from the average rate, and the latest status.
-    enabled None means "only if the stream is a terminal", so redirected output stays
-    clean.  Use as a context manager, or call close() to end the line.
+    In a Jupyter kernel, when no stream is given and stderr is not a terminal, the same
+    line is an output of the running cell, updated in place (display.NotebookLine of
+    this package).
+    enabled None means "only on a terminal or in a notebook", so redirected output stays
+    clean.  Redraws come at most every 0.1 s, and the last step is always drawn.
+    Use as a context manager, or call close() to end the line.
+
+    display: a callable(text) returning an object with update(text), called on the first
+    draw, then updated, instead of writing to the stream; None chooses as above.  Given,
+    enabled None means True.
     """
 
-    def __init__(self, total, label="", stream=None, enabled=None, unit="", *, clock=time.monotonic):
+    def __init__(self, total, label="", stream=None, enabled=None, unit="", *, clock=time.monotonic,
+                 display=None):
         self.total = total
         self.label = label
         self.unit = unit
@@ -44,7 +61,14 @@ class Progress:
         self.status = ""
         # Looked up now, not at import, so redirections made after import are honoured.
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = _is_tty(self.stream) if enabled is None else bool(enabled)
+        if (display is None and stream is None and enabled is not False
+                and not _is_tty(self.stream) and _display.in_notebook()):
+            display = _display.NotebookLine
+        self._display = display
+        self._line = None  # what display returned, once drawn
+        if enabled is None:
+            enabled = display is not None or _is_tty(self.stream)
+        self.enabled = bool(enabled)
         self._clock = clock
         self._start = clock()
         self._last_draw = None
@@ -76,8 +100,9 @@ class Progress:
         self._closed = True
         if self.enabled:
             self._draw(self._clock())
-            self.stream.write("\n")
-            self.stream.flush()
+            if self._display is None:
+                self.stream.write("\n")
+                self.stream.flush()
 
     def render(self, now=None):
         """The progress line as text (without '\\r')."""
@@ -104,8 +129,15 @@ class Progress:
         return f"{n}{self.unit}"
 
     def _draw(self, now):
-        # A line longer than the terminal wraps, and '\r' then only rewrites the last row.
         line = self.render(now)
+        self._last_draw = now
+        if self._display is not None:  # a notebook: one output, replaced in place
+            if self._line is None:
+                self._line = self._display(line)
+            else:
+                self._line.update(line)
+            return
+        # A line longer than the terminal wraps, and '\r' then only rewrites the last row.
         width = _terminal_width(self.stream)
         if width:
             line = line[: width - 1]
@@ -113,7 +145,6 @@ class Progress:
         self.stream.write("\r" + line + " " * max(0, self._last_width - len(line)))
         self.stream.flush()
         self._last_width = len(line)
-        self._last_draw = now
 
 
 def _terminal_width(stream):

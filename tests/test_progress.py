@@ -1,5 +1,6 @@
 import io
 import os
+import sys
 
 import pytest
 
@@ -140,3 +141,94 @@ def test_line_is_cut_to_terminal_width(monkeypatch):
         bar.update(status="and a status that would wrap")
     lines = stream.getvalue().replace("\n", "").split("\r")[1:]
     assert lines and all(len(line) <= 29 for line in lines)
+
+
+# --------------------------------------------------------------------------- in a notebook cell
+
+
+class FakeLine:
+    """What display.NotebookLine is to Progress: made with the first line, then updated."""
+
+    made = None  # the lines made, a list the `lines` fixture provides
+
+    def __init__(self, text):
+        self.texts = [text]
+        FakeLine.made.append(self)
+
+    def update(self, text):
+        self.texts.append(text)
+
+
+@pytest.fixture
+def lines(monkeypatch):
+    made = []
+    monkeypatch.setattr(FakeLine, "made", made)
+    return made
+
+
+def test_display_gets_one_line_updated_in_place_and_throttled(lines):
+    stream, clock = FakeTTY(), FakeClock()
+    bar = Progress(1000, label="dream", stream=stream, clock=clock, display=FakeLine)
+    assert bar.enabled
+    for k in range(1000):
+        clock.now += 0.001  # ~1 s in all: about 10 redraws allowed
+        bar.update(status=f"step {k + 1}")
+    assert len(lines) == 1
+    texts = lines[0].texts
+    assert 5 <= len(texts) <= 12
+    assert texts[0].startswith("dream [") and "1/1000" in texts[0]
+    assert "1000/1000" in texts[-1] and texts[-1].endswith("step 1000")
+    assert all("\r" not in t and "\n" not in t for t in texts)
+    bar.close()
+    assert len(lines) == 1 and "1000/1000" in lines[0].texts[-1]
+    assert stream.getvalue() == ""  # the display replaces the stream, newline included
+
+
+def test_display_close_without_updates_draws_once(lines):
+    with Progress(4, label="x", display=FakeLine, clock=FakeClock()):
+        pass
+    assert [line.texts for line in lines] == [["x [........................] 0/4 00:00"]]
+
+
+def test_display_disabled_draws_nothing(lines):
+    with Progress(3, display=FakeLine, enabled=False) as bar:
+        bar.update(3)
+    assert lines == []
+
+
+def test_notebook_line_is_used_in_a_kernel_only_for_the_default_stream(monkeypatch, lines):
+    from deepdream_onnx import display
+
+    monkeypatch.setattr(display, "in_notebook", lambda: True)
+    monkeypatch.setattr(display, "NotebookLine", FakeLine)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    with Progress(2, label="dream") as bar:  # what the CLI and the notebook construct
+        bar.update(2)
+    assert len(lines) == 1 and "2/2" in lines[0].texts[-1]
+    assert sys.stderr.getvalue() == ""
+
+    given = io.StringIO()  # a stream passed on purpose keeps today's rule: not a terminal, silent
+    with Progress(2, stream=given) as bar:
+        bar.update(2)
+    with Progress(2, enabled=False) as bar:
+        bar.update(2)
+    assert len(lines) == 1 and given.getvalue() == ""
+
+
+def test_a_terminal_wins_over_a_kernel(monkeypatch, lines):
+    from deepdream_onnx import display
+
+    monkeypatch.setattr(display, "in_notebook", lambda: True)
+    monkeypatch.setattr(display, "NotebookLine", FakeLine)
+    monkeypatch.setattr("sys.stderr", FakeTTY())
+    with Progress(2) as bar:
+        bar.update(2)
+    assert lines == [] and "2/2" in sys.stderr.getvalue()
+
+
+def test_outside_a_kernel_default_progress_stays_silent(monkeypatch, lines):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    with Progress(2) as bar:  # pytest is no kernel, IPython imported or not
+        assert not bar.enabled
+        bar.update(2)
+    assert sys.stderr.getvalue() == ""
