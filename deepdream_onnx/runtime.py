@@ -6,7 +6,6 @@ Sessions are created on first use per (end blob, model kind) and kept by the Net
 import ctypes
 import difflib
 import ctypes.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import onnxruntime as ort
 from deepdream_onnx.errors import BlobListError, DeepDreamError, UnknownBlobError
 from deepdream_onnx.graph.names import GRADIENT, WEIGHTS, seed_names
 from deepdream_onnx.graph.network import MEAN_BGR, Layer, Network, propagate
+from deepdream_onnx.manifest import blob_info, read_manifest
 from deepdream_onnx.paths import MANIFEST, cache_dir, find_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,14 +55,8 @@ class Net:
     def __init__(self, model_dir, device="auto", threads=0):
         self.model_dir = Path(model_dir)
         self.threads = threads
-        try:
-            self.manifest = json.loads((self.model_dir / MANIFEST).read_text())
-        except (OSError, ValueError) as err:
-            raise DeepDreamError(f"cannot read {self.model_dir / MANIFEST} ({err}); convert the model again") from None
-        self.blob_info = [
-            {"name": b["name"], "channels": b["channels"], "stride": b["stride"], "min_size": tuple(b["min_size"])}
-            for b in self.manifest["blobs"]
-        ]
+        self.manifest = read_manifest(self.model_dir)
+        self.blob_info = blob_info(self.manifest)
         self.blobs = [b["name"] for b in self.blob_info]
         self._info = {b["name"]: b for b in self.blob_info}
         writers = {t: layer["type"] for layer in self.manifest["layers"] for t in layer["outputs"]}

@@ -1,5 +1,10 @@
 """What the deepdream-onnx subcommands share: argument types, one-line usage errors,
-and the input and output checks that run before any computing."""
+and the input and output checks that run before any computing.
+
+Only the standard library at the top: the parser is built on every run, --help and
+argument errors included, so images (Pillow, SciPy) and runtime (onnxruntime) are
+imported in the functions that use them.
+"""
 
 import argparse
 import os
@@ -7,11 +12,13 @@ import secrets
 import sys
 from pathlib import Path
 
-from deepdream_onnx import images
 from deepdream_onnx.errors import DeepDreamError
-from deepdream_onnx.runtime import load
 
 PROG = "deepdream-onnx"
+
+# Pillow's decompression-bomb limit, Image.MAX_IMAGE_PIXELS (the default of --max-pixels),
+# written out so that --help need not import Pillow; a test checks it against Pillow's.
+PILLOW_MAX_PIXELS = 89_478_485
 
 
 class UsageError(DeepDreamError):
@@ -41,7 +48,7 @@ def add_running_params(g):
     g.add_argument("--quiet", "-q", action="store_true", help="no device line, no progress bar")
     g.add_argument("--max-pixels", type=int_at_least(0), metavar="N",
                    help="refuse larger input images (default: Pillow's decompression-bomb limit, "
-                        f"{images.Image.MAX_IMAGE_PIXELS:,}); 0 means no limit")
+                        f"{PILLOW_MAX_PIXELS:,}); 0 means no limit")
 
 
 def int_at_least(low):
@@ -85,6 +92,8 @@ def size_arg(text):
 
 
 def load_input(path, max_pixels):
+    from deepdream_onnx import images
+
     if path is None:
         return images.default_image()
     try:
@@ -94,7 +103,21 @@ def load_input(path, max_pixels):
 
 
 def load_net(args):
+    from deepdream_onnx.runtime import load
+
     return load(args.model, device=args.device)
+
+
+def load_manifest(args):
+    """The manifest of the model --model names (or the default one), without onnxruntime.
+
+    A .caffemodel goes through load_net, which converts it once (onnx) into the cache.
+    """
+    from deepdream_onnx import manifest, paths
+
+    if args.model is not None and Path(args.model).is_file():
+        return load_net(args).manifest
+    return manifest.read_manifest(paths.find_model(args.model))
 
 
 def say_device(net, quiet):
@@ -111,6 +134,8 @@ def check_output_file(out, inputs, check_format=True):
     """Refuse before computing: unknown extension, missing or read-only directory, out == an input."""
     out = Path(out)
     if check_format:
+        from deepdream_onnx import images
+
         try:
             images.output_format(out)
         except DeepDreamError as e:

@@ -1,4 +1,7 @@
-"""The gallery, classify and census subcommands (beyond the notebook)."""
+"""The gallery, classify and census subcommands (beyond the notebook).
+
+As in main.py, heavy modules are imported in the commands that use them, not here.
+"""
 
 import argparse
 import os
@@ -6,14 +9,9 @@ import sys
 from pathlib import Path
 
 from deepdream_onnx import __version__
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.recipe import explore
-from deepdream_onnx import images
 from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_file,
                          int_at_least, load_input, load_net, new_seed, print_table, say_device, size_arg)
 from deepdream_onnx.errors import DeepDreamError
-from deepdream_onnx.labels import read_labels
-from deepdream_onnx.progress import Progress
 
 
 EXPLORE_EXAMPLES = f"""\
@@ -89,6 +87,10 @@ def _name_list(text):
 
 
 def run_gallery(args):
+    from deepdream_onnx import images
+    from deepdream_onnx.progress import Progress
+    from deepdream_onnx.recipe import explore
+
     check_output_file(args.output, [args.input] if args.input else [])
     img = load_input(args.input, args.max_pixels)
     net = load_net(args)
@@ -117,6 +119,10 @@ def run_classify(args):
 
 
 def run_census(args):
+    from deepdream_onnx import images
+    from deepdream_onnx.progress import Progress
+    from deepdream_onnx.recipe import dream, explore
+
     folder_files = _folder_files(args.folder) if args.folder else []
     inputs = folder_files + ([args.labels] if args.labels else [])
     for out in (args.chart, args.csv):
@@ -165,6 +171,9 @@ def _input_name(path):
 
 def _classifier(net, labels_path):
     """The network's classifier with class names; a labels file of the wrong length is refused."""
+    from deepdream_onnx.labels import read_labels
+    from deepdream_onnx.recipe import explore
+
     count = explore.class_count(net)
     labels = None
     if labels_path:
@@ -188,6 +197,8 @@ def _census_starts(args, side):
     """N (for explore.census to draw N noise images) or the folder's images, fitted to side."""
     if not args.folder:
         return args.noise or 10
+    from deepdream_onnx.recipe import explore
+
     starts, skipped = explore.folder_starts(args.folder, args.max_pixels, side)
     if skipped:
         shown = ", ".join(name for name, _ in skipped[:5]) + (", ..." if len(skipped) > 5 else "")

@@ -2,28 +2,23 @@
 
 Every check that can fail on the user's input (files, output paths, layer name, image
 size) runs before any computing, and every error is one line on stderr.
+
+Heavy modules are imported where they are used, in the commands: building the parser,
+--help, --version, argument errors and `layers` import no NumPy, Pillow, SciPy, onnx
+or onnxruntime, and a dream imports no onnx (tests/test_startup.py checks this).
 """
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from deepdream_onnx import __version__
-from deepdream_onnx import download
-from deepdream_onnx.recipe import dream
-from deepdream_onnx import images
-from deepdream_onnx.recipe import objectives
-from deepdream_onnx import paths
-from deepdream_onnx.converter import convert
 from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
-from deepdream_onnx.labels import read_labels
-from deepdream_onnx.progress import Progress
 from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
-                         check_output_file, float_in, int_at_least, load_input, load_net, new_seed, print_table,
-                         say_device, size_arg)
+                         check_output_file, float_in, int_at_least, load_input, load_manifest, load_net, new_seed,
+                         print_table, say_device, size_arg)
 from deepdream_onnx.cli.explore import add_explore_commands
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
@@ -88,6 +83,7 @@ def build_parser():
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     model = Parser(add_help=False)
@@ -182,7 +178,7 @@ def _end_spec(text):
         value = float(weight)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT, not {text!r}") from None
-    if not np.isfinite(value) or not name:
+    if not math.isfinite(value) or not name:
         raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT with a finite weight, not {text!r}")
     return name, value
 
@@ -227,6 +223,12 @@ def _tile(text):
 
 
 def run_dream(args):
+    import numpy as np
+
+    from deepdream_onnx import images
+    from deepdream_onnx.progress import Progress
+    from deepdream_onnx.recipe import dream
+
     check_output_file(args.output, _inputs(args))
     seed = new_seed(args.seed)
     img, net, end, objective = _prepare(args, seed)
@@ -240,6 +242,10 @@ def run_dream(args):
 
 
 def run_zoom(args):
+    from deepdream_onnx import images
+    from deepdream_onnx.progress import Progress
+    from deepdream_onnx.recipe import dream
+
     out_dir = Path(args.output)
     check_output_dir(out_dir)
     if args.gif:
@@ -261,14 +267,19 @@ def run_zoom(args):
 
 
 def run_layers(args):
-    net = load_net(args)
+    from deepdream_onnx.manifest import blob_info
+
     rows = [(b["name"], str(b["channels"]), str(b["stride"]), "{}x{}".format(*b["min_size"][::-1]))
-            for b in net.blob_info]
+            for b in blob_info(load_manifest(args))]
     print_table(("layer", "channels", "stride", "min input (WxH)"), rows, "<>>>")
     return 0
 
 
 def run_convert(args):
+    from deepdream_onnx import download, paths
+    from deepdream_onnx.converter import convert
+    from deepdream_onnx.progress import Progress
+
     if args.caffemodel and not Path(args.caffemodel).is_file():
         raise UsageError(f"cannot read {args.caffemodel}: no such file")
     if args.prototxt and not Path(args.prototxt).is_file():
@@ -294,6 +305,8 @@ def _prepare(args, seed):
 
     seed: the run's seed, which also draws a noise start image.
     """
+    from deepdream_onnx.recipe import dream, objectives
+
     _check_combinations(args)
     img = _start_image(args, seed)
     guide = load_input(args.guide, args.max_pixels) if args.guide else None
@@ -328,6 +341,9 @@ def _end_arg(ends):
 
 
 def _objective(args, net, end, guide):
+    from deepdream_onnx.labels import read_labels
+    from deepdream_onnx.recipe import objectives
+
     try:
         if args.concept is not None:
             labels = read_labels(args.labels) if args.labels else None
@@ -342,6 +358,11 @@ def _objective(args, net, end, guide):
 
 def _start_image(args, seed):
     """The input image, the built-in sky, or (--noise, --size) seeded grey noise."""
+    import numpy as np
+
+    from deepdream_onnx import images
+    from deepdream_onnx.recipe import dream
+
     if not (args.noise or args.size):
         return load_input(args.input, args.max_pixels)
     w, h = args.size or (640, 480)  # the built-in sky's size
@@ -366,6 +387,8 @@ def _dream_kwargs(args, end):
 def _guide_objective(net, guide, end):
     if guide is None:
         return None
+    from deepdream_onnx.recipe import dream
+
     try:
         features = dream.guide_features(net, guide, end)
     except InputSizeError as e:
@@ -374,6 +397,9 @@ def _guide_objective(net, guide, end):
 
 
 def _seed_of_frames(out_dir):
+    from deepdream_onnx import images
+    from deepdream_onnx.recipe import dream
+
     first = dream.frame_path(out_dir, 0)
     try:
         return (images.read_png_params(first) or {}).get("seed")

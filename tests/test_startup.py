@@ -1,0 +1,103 @@
+"""What each command line path imports, in a fresh interpreter: --help, --version, `layers`
+and argument errors import none of the heavy modules, and a one-layer dream no onnx.
+
+Heavy modules are imported where they are used (the commands), so that --help is instant;
+an import moved back to a module's top fails here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deepdream_onnx.cli.common import PILLOW_MAX_PIXELS
+
+HEAVY = ("numpy", "scipy", "PIL", "onnx", "onnxruntime")
+
+MAIN = """\
+import json, sys
+from deepdream_onnx.cli.main import main
+try:
+    status = main(json.loads(sys.argv[1]))
+except SystemExit as e:  # main returns its status; this only catches a regression
+    status = e.code
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def loaded(code, args, tmp_path):
+    """(status, stdout before the last line, the top-level packages loaded) of code run on args."""
+    env = dict(os.environ, DEEPDREAM_ONNX_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-c", code, json.dumps([str(a) for a in args])], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    *out, last = r.stdout.splitlines()
+    result = json.loads(last)
+    return result["status"], "\n".join(out), {name.partition(".")[0] for name in result["modules"]}
+
+
+def heavy(packages):
+    return sorted(packages & set(HEAVY))
+
+
+@pytest.mark.parametrize("args, status", [
+    (["--help"], 0),
+    (["dream", "--help"], 0),
+    (["zoom", "--help"], 0),
+    (["census", "--help"], 0),
+    (["--version"], 0),
+    ([], 2),                                               # no command: the help, on stderr
+    (["--no-such-flag"], 2),
+    (["dream", "-o", "out.png", "--iters", "-1"], 2),
+    (["dream", "-o", "out.png", "--end", "conv1:nan"], 2),
+    (["classify"], 2),                                     # a missing argument
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_help_version_and_argument_errors_import_nothing_heavy(tmp_path, args, status):
+    got, _, packages = loaded(MAIN, args, tmp_path)
+    assert got == status
+    assert heavy(packages) == []
+
+
+def test_layers_reads_the_manifest_without_onnxruntime(tmp_path, tiny_model_dir, tiny_net):
+    status, out, packages = loaded(MAIN, ["layers", "--model", tiny_model_dir], tmp_path)
+    assert status == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == tiny_net.blobs
+    assert heavy(packages) == []
+
+
+def test_import_deepdream_onnx_imports_nothing_heavy(tmp_path):
+    code = "import json, deepdream_onnx, sys; print(json.dumps({'status': 0, 'modules': sorted(sys.modules)}))"
+    _, _, packages = loaded(code, [], tmp_path)
+    assert heavy(packages) == []
+
+
+def test_a_one_layer_dream_runs_without_onnx(tmp_path, tiny_model_dir, tiny_end):
+    out = tmp_path / "out.png"
+    status, _, packages = loaded(MAIN, ["dream", "-o", out, "--model", tiny_model_dir, "--device", "cpu",
+                                        "--end", tiny_end, "--size", "40x32", "--iters", "1", "--octaves", "1",
+                                        "--seed", "0", "-q"], tmp_path)
+    assert status == 0 and out.is_file()
+    assert "onnxruntime" in packages
+    assert "onnx" not in packages
+
+
+def test_version(capsys):
+    from deepdream_onnx import __version__
+    from deepdream_onnx.cli.main import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"deepdream-onnx {__version__}\n"
+
+
+def test_the_max_pixels_default_in_the_help_is_pillows():
+    from PIL import Image
+
+    assert PILLOW_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
+
+
+def test_net_reads_the_same_blob_list_as_layers(tiny_model_dir, tiny_net):
+    from deepdream_onnx.manifest import blob_info, read_manifest
+
+    assert blob_info(read_manifest(tiny_model_dir)) == tiny_net.blob_info
