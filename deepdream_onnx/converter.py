@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, Optional
 
 import onnx
 
@@ -22,7 +23,7 @@ from deepdream_onnx.graph.export import KINDS, end_models, forward_model
 from deepdream_onnx.graph.network import MEAN_BGR, blob_geometry, build_network
 from deepdream_onnx.graph.forward import LAYERS, build_forward
 from deepdream_onnx.graph.builder import OPSET, WeightsFile
-from deepdream_onnx.paths import MANIFEST
+from deepdream_onnx.paths import MANIFEST, PathLike
 
 FORMAT = 1
 LABELS = "labels.txt"
@@ -33,7 +34,13 @@ def file_stem(blob):
     return blob.replace("/", "__")
 
 
-def convert(caffemodel, out_dir, prototxt=None, progress=None, labels=None):
+def convert(
+    caffemodel: PathLike,
+    out_dir: PathLike,
+    prototxt: Optional[PathLike] = None,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+    labels: Optional[PathLike] = None,
+) -> Path:
     """Convert `caffemodel` (optionally structured by a deploy `prototxt`) into out_dir.
 
     progress, if given, is called as progress(done, total, blob) after each blob.

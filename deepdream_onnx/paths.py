@@ -6,10 +6,13 @@ test that sets them takes effect.
 
 import os
 from pathlib import Path
+from typing import Union
 
 from deepdream_onnx.errors import ModelNotFoundError
 
 MANIFEST = "manifest.json"
+
+PathLike = Union[str, os.PathLike]  # what the public functions accept as a path
 
 
 def cache_dir():

@@ -9,6 +9,7 @@ import ctypes.util
 import os
 import sys
 from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -17,12 +18,16 @@ from deepdream_onnx.errors import BlobListError, DeepDreamError, UnknownBlobErro
 from deepdream_onnx.graph.names import GRADIENT, WEIGHTS, seed_names
 from deepdream_onnx.graph.network import MEAN_BGR, Layer, Network, propagate
 from deepdream_onnx.manifest import blob_info, read_manifest
-from deepdream_onnx.paths import MANIFEST, cache_dir, find_model
+from deepdream_onnx.paths import MANIFEST, PathLike, cache_dir, find_model
 
 DEVICES = ("auto", "cpu", "cuda")
 
+# A blob, several blobs, or {blob: weight}: what forward, gradient and vjp take as end.
+End = Union[str, Sequence[str], Dict[str, float]]
+Arrays = Union[np.ndarray, List[np.ndarray]]
 
-def load(model=None, device="auto", threads=0):
+
+def load(model: Optional[PathLike] = None, device: str = "auto", threads: int = 0) -> "Net":
     """A Net for a converted model directory, a .caffemodel (converted once, cached), or the default model.
 
     threads: onnxruntime's intra-op threads (0: its default, one per physical core).
@@ -52,7 +57,7 @@ class Net:
     labels: the class names given to convert (one per output of the last blob), or None.
     """
 
-    def __init__(self, model_dir, device="auto", threads=0):
+    def __init__(self, model_dir: PathLike, device: str = "auto", threads: int = 0):
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.manifest = read_manifest(self.model_dir)
@@ -89,7 +94,7 @@ class Net:
         except (OSError, UnicodeDecodeError) as err:
             raise DeepDreamError(f"cannot read {self.model_dir / name} ({err}); convert the model again") from None
 
-    def resolve(self, end):
+    def resolve(self, end: str) -> str:
         """The canonical blob name for end (which may use '_' for '/')."""
         if end in self._entries:
             return end
@@ -115,7 +120,7 @@ class Net:
             propagate(self._geometry, height, width, end=self._entries[key[0]]["tensor"])
             self._fits.add(key)
 
-    def forward(self, data, end):
+    def forward(self, data: np.ndarray, end: End) -> Arrays:
         """The blob's activations, as pycaffe's net.forward(end=end) leaves them.
 
         end may also be a list of blobs: then a list of their activations, from one run.
@@ -125,7 +130,7 @@ class Net:
         outputs = self._session(ends, "fwd").run(tensors, self._feeds(data, ends))
         return outputs[0] if isinstance(end, str) else outputs
 
-    def gradient(self, data, end, seed=None):
+    def gradient(self, data: np.ndarray, end: End, seed: Optional[Arrays] = None) -> np.ndarray:
         """d objective / d data, in one run of the exported graph.
 
         end: a blob name, a list of them, or {blob: weight}.  seed None: the objective is
@@ -144,7 +149,7 @@ class Net:
         _, pullback = self.vjp(data, end)
         return pullback(seed)
 
-    def vjp(self, data, end):
+    def vjp(self, data: np.ndarray, end: End) -> Tuple[Arrays, Callable[[Arrays], np.ndarray]]:
         """(dst, pullback): the blob's activations and a function seed -> d<seed, blob>/d data.
 
         pullback runs only the backward graph, on the forward tensors this call kept where

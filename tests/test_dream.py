@@ -5,6 +5,7 @@ src.data / dst.diff become arrays; forward(end) + objective_L2 + backward(start=
 net.gradient), so any drift in dream.py shows up as a mismatch.
 """
 
+import io
 import numpy as np
 import pytest
 import scipy.ndimage as nd
@@ -556,3 +557,18 @@ def test_zoom_resume_refuses_frames_of_another_size(tiny_net, tiny_end, img, tmp
     bigger = make_image(tiny_net, tiny_end, extra=10)
     with pytest.raises(DeepDreamError, match=r"0000.png is \d+x\d+, not \d+x\d+ like the start image; resume into"):
         dream.zoom_frames(tiny_net, bigger, tmp_path, frames=2, **kw)
+
+
+def test_progress_true_draws_a_bar_and_closes_it(tiny_net, tiny_end, img, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    out = dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end, rng=np.random.RandomState(0),
+                          progress=True)
+    drawn = terminal.getvalue()
+    assert out.shape == img.shape
+    assert "dream" in drawn and "4/4" in drawn and "octave 2/2 step 2/2" in drawn
+    assert drawn.endswith("\n")  # closed: the next output starts on a line of its own

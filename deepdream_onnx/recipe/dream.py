@@ -8,8 +8,10 @@ The net is a deepdream_onnx runtime Net: net.gradient / net.vjp stand in for pyc
 forward(end=...) + backward(start=...).
 """
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import scipy.ndimage as nd
@@ -19,18 +21,23 @@ from deepdream_onnx.recipe import laplacian
 from deepdream_onnx.recipe import tiling
 from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.graph.network import MEAN_BGR
+from deepdream_onnx.progress import Progress
+
+# What `end` may be: a blob, several blobs, or {blob: weight}.
+End = Union[str, Sequence[str], Dict[str, float]]
+Objective = Callable[[Any], Any]
 
 NORMALIZE = ("mean", "laplacian")  # make_step's step normalizations
 MEAN = np.float32(MEAN_BGR)
 _BIAS = MEAN[:, np.newaxis, np.newaxis]
 
 
-def preprocess(img):
+def preprocess(img: np.ndarray) -> np.ndarray:
     """H x W x 3 RGB (uint8 or float) -> float32 3 x H x W BGR, mean subtracted."""
     return np.float32(np.rollaxis(np.asarray(img), 2)[::-1]) - _BIAS
 
 
-def deprocess(src):
+def deprocess(src: np.ndarray) -> np.ndarray:
     """float32 3 x H x W BGR, mean subtracted -> float32 H x W x 3 RGB (not clipped)."""
     return np.dstack((src + _BIAS)[::-1])
 
@@ -59,9 +66,10 @@ def guide_features(net, guide_img, end="inception_4c/output"):
     return net.forward(preprocess(guide_img)[np.newaxis], end)[0].copy()
 
 
-def make_step(net, src, step_size=1.5, end="inception_4c/output", jitter=32, clip=True,
-              objective=None, rng=None, normalize="mean", levels=4, tile="auto",
-              memory_budget=tiling.MEMORY_BUDGET):
+def make_step(net, src: np.ndarray, step_size: float = 1.5, end: End = "inception_4c/output",
+              jitter: int = 32, clip: bool = True, objective: Optional[Objective] = None,
+              rng: Optional[np.random.RandomState] = None, normalize: str = "mean", levels: int = 4,
+              tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET) -> np.ndarray:
     """One gradient-ascent step on src (float32 3 x H x W), in place; returns src.
 
     end: a blob, or several as a list or {blob: weight}, whose objectives add up (weighted)
@@ -138,15 +146,18 @@ def _check_normalize(normalize, levels):
         raise DeepDreamError(f"levels must be an integer of at least 1, not {levels!r}")
 
 
-def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="inception_4c/output",
-              clip=True, step_size=1.5, jitter=32, objective=None, rng=None, progress=None,
-              normalize="mean", levels=4, tile="auto", memory_budget=tiling.MEMORY_BUDGET):
+def deepdream(net, base_img: np.ndarray, iter_n: int = 10, octave_n: int = 4, octave_scale: float = 1.4,
+              end: End = "inception_4c/output", clip: bool = True, step_size: float = 1.5, jitter: int = 32,
+              objective: Optional[Objective] = None, rng: Optional[np.random.RandomState] = None,
+              progress: Any = None, normalize: str = "mean", levels: int = 4,
+              tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET) -> np.ndarray:
     """The notebook's deepdream: H x W x 3 RGB in, float32 H x W x 3 RGB out.
 
     The result is deprocessed but neither clipped nor rounded; with clip=False it can
     leave 0..255, and the notebook rescales only what it displays (see display_image).
-    progress: None, a callable(octave, i, octave_n, iter_n) called after each step, or
-    an object with update(n, status=...) such as progress.Progress.
+    progress: None, True (a progress bar on a terminal or in a Jupyter cell), a
+    callable(octave, i, octave_n, iter_n) called after each step, or an object with
+    update(n, status=...) such as progress.Progress.
     end, objective, normalize, levels, tile, memory_budget: see make_step.
     """
     _check_normalize(normalize, levels)
@@ -154,22 +165,23 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="incep
                            tile=tile, memory_budget=memory_budget)
     octaves = octave_pyramid(preprocess(base_img), octave_n, octave_scale)
 
-    # detail: what the network added so far, carried up to the next (larger) octave
-    detail = np.zeros_like(octaves[-1])
-    for octave, octave_base in enumerate(octaves[::-1]):
-        h, w = octave_base.shape[-2:]
-        if octave > 0:
-            h1, w1 = detail.shape[-2:]
-            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
-        src = octave_base + detail
-        detail = None  # recomputed below; let go of it meanwhile (200 MB at 4096 x 4096)
-        for i in range(iter_n):
-            make_step(net, src, step_size=step_size, end=end, jitter=jitter, clip=clip,
-                      objective=objective, rng=rng, normalize=normalize, levels=levels,
-                      tile=tile, memory_budget=memory_budget)
-            _report(progress, octave, i, octave_n, iter_n)
-        if octave < octave_n - 1:  # the last octave's would go unused
-            detail = src - octave_base
+    with _progress_bar(progress, octave_n * iter_n) as progress:
+        # detail: what the network added so far, carried up to the next (larger) octave
+        detail = np.zeros_like(octaves[-1])
+        for octave, octave_base in enumerate(octaves[::-1]):
+            h, w = octave_base.shape[-2:]
+            if octave > 0:
+                h1, w1 = detail.shape[-2:]
+                detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
+            src = octave_base + detail
+            detail = None  # recomputed below; let go of it meanwhile (200 MB at 4096 x 4096)
+            for i in range(iter_n):
+                make_step(net, src, step_size=step_size, end=end, jitter=jitter, clip=clip,
+                          objective=objective, rng=rng, normalize=normalize, levels=levels,
+                          tile=tile, memory_budget=memory_budget)
+                _report(progress, octave, i, octave_n, iter_n)
+            if octave < octave_n - 1:  # the last octave's would go unused
+                detail = src - octave_base
     # Let go of the octaves before deprocess copies src: 350 MB for a 4096 x 4096 image.
     del octaves, octave_base
     return deprocess(src)
@@ -253,6 +265,11 @@ def display_image(vis, clip=True):
     if clip:
         return vis
     return vis * (255.0 / np.percentile(vis, 99.98))
+
+
+def _progress_bar(progress, total):
+    """A context giving progress as it is, or for progress=True a Progress bar it closes."""
+    return Progress(total, label="dream") if progress is True else contextlib.nullcontext(progress)
 
 
 def _report(progress, octave, i, octave_n, iter_n):
