@@ -16,14 +16,14 @@ from typing import Callable, Optional
 import onnx
 
 from deepdream_onnx import __version__
-from deepdream_onnx.readers.caffe import read_caffemodel, read_prototxt
 from deepdream_onnx.errors import DeepDreamError
-from deepdream_onnx.labels import read_labels
-from deepdream_onnx.graph.export import KINDS, end_models, forward_model
-from deepdream_onnx.graph.network import MEAN_BGR, blob_geometry, build_network
-from deepdream_onnx.graph.forward import LAYERS, build_forward
 from deepdream_onnx.graph.builder import OPSET, WeightsFile
+from deepdream_onnx.graph.export import KINDS, end_models, forward_model
+from deepdream_onnx.graph.forward import LAYERS, build_forward
+from deepdream_onnx.graph.network import MEAN_BGR, blob_geometry, build_network
+from deepdream_onnx.labels import read_labels
 from deepdream_onnx.paths import MANIFEST, PathLike
+from deepdream_onnx.readers.caffe import read_caffemodel, read_prototxt
 
 FORMAT = 1
 LABELS = "labels.txt"

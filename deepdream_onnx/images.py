@@ -363,7 +363,8 @@ def contact_sheet(tiles, labels, columns, tile_size=None):
     for tile, label, (tile_box, label_box) in zip(tiles, labels, boxes):
         sheet.paste(Image.fromarray(resize_image(tile, *tile_size)), tile_box[:2])
         text = _fit_text(draw, str(label), font, tile_size[0] - 4)
-        draw.text((label_box[0] + 2, _centered_y(draw, font, label_box[1], label_box[3] - label_box[1])), text, fill=SHEET_TEXT, font=font)
+        y = _centered_y(draw, font, label_box[1], label_box[3] - label_box[1])
+        draw.text((label_box[0] + 2, y), text, fill=SHEET_TEXT, font=font)
     return np.array(sheet)
 
 

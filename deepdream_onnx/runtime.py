@@ -4,8 +4,8 @@ Sessions are created on first use per (end blob, model kind) and kept by the Net
 """
 
 import ctypes
-import difflib
 import ctypes.util
+import difflib
 import os
 import sys
 from pathlib import Path

@@ -14,8 +14,8 @@ from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from deepdream_onnx.graph.gradient import GRADIENT, SEED, differentiate
 from deepdream_onnx.graph.builder import FLOAT, GraphBuilder, make_model, prune
+from deepdream_onnx.graph.gradient import GRADIENT, SEED, differentiate
 from deepdream_onnx.graph.vjp import VJP
 
 

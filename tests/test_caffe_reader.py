@@ -5,12 +5,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from caffe_builder import (
+    LayerSpec,
+    NetSpec,
+    googlenet_spec,
+    insert_splits,
+    legacy_shape,
+    tiny_spec,
+    write_caffemodel,
+    write_prototxt,
+)
 
-from caffe_builder import (LayerSpec, NetSpec, googlenet_spec, insert_splits,
-                           legacy_shape, tiny_spec, write_caffemodel, write_prototxt)
+from deepdream_onnx.errors import CaffeFormatError
 from deepdream_onnx.readers.caffe import V1_TYPE_NAMES, read_caffemodel, read_prototxt
 from deepdream_onnx.readers.caffe_schema import messages
-from deepdream_onnx.errors import CaffeFormatError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEPLOY = SHARED / "bvlc_googlenet_deploy.prototxt"

@@ -2,10 +2,9 @@
 of Caffe's per-element loops on tiny tensors, and every backward against central finite
 differences in float64."""
 
+import caffe_reference as R
 import numpy as np
 import pytest
-
-import caffe_reference as R
 
 RTOL = 1e-6
 

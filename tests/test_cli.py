@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from deepdream_onnx import images, paths
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.recipe import objectives
+from deepdream_onnx.recipe import dream, objectives
 
 
 def run(*args, cwd=None):

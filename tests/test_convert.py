@@ -5,19 +5,19 @@ import json
 import os
 import sys
 
+import caffe_builder
+import caffe_reference as ref
 import numpy as np
 import onnx
 import pytest
 
-import caffe_builder
-import caffe_reference as ref
 import deepdream_onnx
-from deepdream_onnx.readers.caffe import read_caffemodel
 from deepdream_onnx.download import sha1_of
 from deepdream_onnx.errors import CaffeFormatError, DeepDreamError, UnsupportedLayerError
-from deepdream_onnx.graph.network import build_network
-from deepdream_onnx.graph.forward import LAYERS
 from deepdream_onnx.graph.builder import IR_VERSION
+from deepdream_onnx.graph.forward import LAYERS
+from deepdream_onnx.graph.network import build_network
+from deepdream_onnx.readers.caffe import read_caffemodel
 from deepdream_onnx.runtime import select_device
 
 END = "mix/output"

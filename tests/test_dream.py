@@ -6,15 +6,13 @@ net.gradient), so any drift in dream.py shows up as a mismatch.
 """
 
 import io
+
 import numpy as np
 import pytest
 import scipy.ndimage as nd
 
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.recipe import laplacian
-from deepdream_onnx.recipe import objectives
-from deepdream_onnx.recipe import tiling
 from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
+from deepdream_onnx.recipe import dream, laplacian, objectives, tiling
 
 NOTEBOOK_MEAN = np.float32([104.0, 116.0, 122.0])  # the notebook's caffe.Classifier mean
 
@@ -46,7 +44,7 @@ def nb_make_step(net, src_data, step_size=1.5, end="inception_4c/output", jitter
 def nb_deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="inception_4c/output",
                  clip=True, rng=np.random, **step_params):
     octaves = [nb_preprocess(base_img)]
-    for i in range(octave_n - 1):
+    for _ in range(octave_n - 1):
         octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
     detail = np.zeros_like(octaves[-1])
     for octave, octave_base in enumerate(octaves[::-1]):
@@ -56,7 +54,7 @@ def nb_deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end="in
             detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
         src = np.empty((1, 3, h, w), np.float32)  # src.reshape(1,3,h,w)
         src[0] = octave_base + detail
-        for i in range(iter_n):
+        for _ in range(iter_n):
             nb_make_step(net, src, end=end, clip=clip, rng=rng, **step_params)
         detail = src[0] - octave_base
     return nb_deprocess(src[0])
@@ -198,7 +196,7 @@ def test_zero_gradient_leaves_src_unchanged_without_nan(tiny_net, tiny_end, img)
                          [(37, 53, 4, 1.4), (224, 224, 4, 1.4), (101, 7, 3, 1.7), (20, 30, 1, 1.4), (500, 375, 6, 1.3)])
 def test_octave_sizes_are_what_zoom_gives(h, w, octave_n, octave_scale):
     octaves = [np.zeros((1, h, w), np.float32)]
-    for i in range(octave_n - 1):
+    for _ in range(octave_n - 1):
         octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
     assert dream.octave_sizes(h, w, octave_n, octave_scale) == [o.shape[-2:] for o in octaves]
 
@@ -229,8 +227,9 @@ def test_deepdream_default_rng_is_numpys_global_state(tiny_net, tiny_end, img):
 
 
 def test_same_seed_same_image_other_seed_other_image(tiny_net, tiny_end, img):
-    run = lambda seed: dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end,
-                                       rng=np.random.RandomState(seed))
+    def run(seed):
+        return dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end, rng=np.random.RandomState(seed))
+
     a, b, c = run(1), run(1), run(2)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -463,7 +462,9 @@ def test_tiled_gradient_equals_the_whole_image_one_away_from_tile_borders(tiny_n
 @pytest.mark.parametrize("roll, shape", [((12, 20), (16, 24)), ((0, 8), (40, 24)), ((4, 0), (16, 64))])
 def test_a_rolled_tiling_is_the_tiling_of_the_rolled_image_rolled_back(roll, shape):
     src = np.random.RandomState(0).rand(2, 30, 50).astype(np.float32)
-    batch_gradient = lambda batch: batch ** 2 + batch.mean(axis=(1, 2, 3), keepdims=True)  # depends on the tile
+    def batch_gradient(batch):  # depends on the tile
+        return batch ** 2 + batch.mean(axis=(1, 2, 3), keepdims=True)
+
     expected = np.roll(tiling.tiled_gradient(np.roll(src, roll, (-2, -1)), shape, batch_gradient), (-roll[0], -roll[1]),
                        (-2, -1))
     np.testing.assert_array_equal(tiling.tiled_gradient(src, shape, batch_gradient, roll, per_run=3), expected)
@@ -489,7 +490,9 @@ def test_tile_shape_auto_follows_the_memory_budget(tiny_net, tiny_end):
 
 def test_tiled_dream_is_reproducible_and_moves_the_grid_every_step(tiny_net, tiny_end):
     img = np.random.RandomState(1).randint(0, 256, (96, 120, 3)).astype(np.uint8)
-    run = lambda tile, rng: dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end, tile=tile, rng=rng)
+    def run(tile, rng):
+        return dream.deepdream(tiny_net, img, iter_n=2, octave_n=2, end=tiny_end, tile=tile, rng=rng)
+
     rng = Recorder(0)
     a = run(48, rng)
     # per step: the jitter, then the tiles' roll in strides (48 / 4 = 12 per axis)

@@ -6,12 +6,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import assert_one_line_error, listing, run
 
 from deepdream_onnx import images, labels
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.recipe import explore
 from deepdream_onnx.errors import DeepDreamError, InputSizeError, UnknownBlobError
-from test_cli import assert_one_line_error, listing, run
+from deepdream_onnx.recipe import dream, explore
 
 FAST = dict(iter_n=1, octave_n=1)
 LABELS = ["apple", "banana", "cherry", "date", "elderberry"]  # the tiny net has 5 classes

@@ -1,15 +1,15 @@
 """The converted GoogLeNet (random weights, saved like the 2014 file) against the NumPy Caffe oracle."""
 
+import caffe_builder
+import caffe_reference as ref
 import numpy as np
 import onnx
 import pytest
-
-import caffe_builder
-import caffe_reference as ref
 from samples import image, relative_error
-from deepdream_onnx.readers.caffe import read_caffemodel
+
 from deepdream_onnx.errors import InputSizeError, UnknownBlobError
 from deepdream_onnx.graph.network import build_network
+from deepdream_onnx.readers.caffe import read_caffemodel
 
 DEPLOY_BLOBS = [t for layer in caffe_builder.googlenet_spec().layers if layer.only != "train"
                 for t in layer.top if t != "data"]

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from deepdream_onnx import labels
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.recipe import objectives
 from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.recipe import dream, objectives
 
 
 def numeric_gradient(value, x, eps=1e-4):

@@ -10,17 +10,17 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
-import numpy as np
-import pytest
-
 import caffe_builder
 import caffe_reference as ref
+import numpy as np
+import pytest
 from samples import image, relative_error
+
 import deepdream_onnx
-from deepdream_onnx.recipe import dream
-from deepdream_onnx.readers.caffe import read_caffemodel
 from deepdream_onnx.errors import DeepDreamError, UnsupportedLayerError
 from deepdream_onnx.graph.network import build_network
+from deepdream_onnx.readers.caffe import read_caffemodel
+from deepdream_onnx.recipe import dream
 
 ALEXNET_BLOBS = ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5",
                  "fc6", "fc7", "fc8", "prob"]

@@ -1,16 +1,16 @@
 """Every VJP rule against central finite differences in float64 (tests/onnx_check.py)."""
 
+import caffe_reference as ref
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
-
-import caffe_reference as ref
+from onnx import helper
 from onnx_check import check_vjp, op_model, pooled_size, reference, run_ort, run_reference, to_double
+
 from deepdream_onnx.errors import DeepDreamError, UnsupportedLayerError
-from deepdream_onnx.graph.gradient import differentiate
 from deepdream_onnx.graph.builder import FLOAT, GraphBuilder, make_model
 from deepdream_onnx.graph.forward import LAYERS
+from deepdream_onnx.graph.gradient import differentiate
 from deepdream_onnx.graph.vjp import VJP, vjp_rule
 
 RNG = np.random.default_rng(7)
@@ -79,10 +79,13 @@ CASES = {
     "gemm": (chain(op("Flatten", axis=1), op("Gemm", weights(4, 30), weights(4), transB=1)), (2, 3, 2, 5), {"Gemm"}),
     "gemm-transposed": (op("Gemm", weights(6, 4), transB=0), (3, 6), {"Gemm"}),
     "conv-same": (caffe(ref.conv_layer("c", "x", "y", weights(4, 3, 3, 3), weights(4), pad=1)), (1, 3, 7, 10), {"Conv"}),
-    "conv-stride2-pad3": (caffe(ref.conv_layer("c", "x", "y", weights(4, 3, 7, 7), weights(4), stride=2, pad=3)), (1, 3, 13, 18), {"Conv"}),
+    "conv-stride2-pad3": (caffe(ref.conv_layer("c", "x", "y", weights(4, 3, 7, 7), weights(4), stride=2, pad=3)),
+                          (1, 3, 13, 18), {"Conv"}),
     "conv-stride2-even": (caffe(ref.conv_layer("c", "x", "y", weights(2, 3, 3, 3), stride=2, pad=1)), (1, 3, 8, 12), {"Conv"}),
-    "conv-grouped": (caffe(ref.conv_layer("c", "x", "y", weights(6, 2, 3, 3), weights(6), pad=1, group=2)), (1, 4, 5, 6), {"Conv"}),
-    "conv-grouped-strided": (caffe(ref.conv_layer("c", "x", "y", weights(4, 2, 5, 5), stride=4, pad=2, group=2)), (1, 4, 11, 13), {"Conv"}),
+    "conv-grouped": (caffe(ref.conv_layer("c", "x", "y", weights(6, 2, 3, 3), weights(6), pad=1, group=2)),
+                     (1, 4, 5, 6), {"Conv"}),
+    "conv-grouped-strided": (caffe(ref.conv_layer("c", "x", "y", weights(4, 2, 5, 5), stride=4, pad=2, group=2)),
+                             (1, 4, 11, 13), {"Conv"}),
     "conv-dilated": (caffe(ref.conv_layer("c", "x", "y", weights(3, 2, 3, 3), pad=2, dilation=2)), (1, 2, 9, 8), {"Conv"}),
     "conv-asymmetric-kernel": (caffe(type(ref.conv_layer("c", "x", "y", weights(2, 2, 1, 3)))(
         "c", "Convolution", ("x",), ("y",),

@@ -9,10 +9,22 @@ import sys
 from pathlib import Path
 
 from deepdream_onnx import __version__
-from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_file,
-                         int_at_least, load_input, load_net, new_seed, print_table, say_device, size_arg)
+from deepdream_onnx.cli.common import (
+    PROG,
+    Parser,
+    UsageError,
+    add_running_params,
+    add_step_params,
+    check_output_file,
+    int_at_least,
+    load_input,
+    load_net,
+    new_seed,
+    print_table,
+    say_device,
+    size_arg,
+)
 from deepdream_onnx.errors import DeepDreamError
-
 
 EXPLORE_EXAMPLES = f"""\
 examples:

@@ -15,11 +15,26 @@ import sys
 from pathlib import Path
 
 from deepdream_onnx import __version__
-from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
-from deepdream_onnx.cli.common import (PROG, Parser, UsageError, add_running_params, add_step_params, check_output_dir,
-                         check_output_file, float_in, int_at_least, load_input, load_manifest, load_net, new_seed,
-                         print_table, say_device, size_arg)
+from deepdream_onnx.cli.common import (
+    PROG,
+    Parser,
+    UsageError,
+    add_running_params,
+    add_step_params,
+    check_output_dir,
+    check_output_file,
+    float_in,
+    int_at_least,
+    load_input,
+    load_manifest,
+    load_net,
+    new_seed,
+    print_table,
+    say_device,
+    size_arg,
+)
 from deepdream_onnx.cli.explore import add_explore_commands
+from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
 

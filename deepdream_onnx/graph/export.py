@@ -6,8 +6,8 @@ Models here hold their weights inline; convert.py moves them to one shared file.
 import onnx
 from onnx import shape_inference
 
-from deepdream_onnx.graph.gradient import GRADIENT, WEIGHTS, differentiate, l2_nodes, split_nodes
 from deepdream_onnx.graph.builder import FLOAT, WeightsFile, make_model, prune
+from deepdream_onnx.graph.gradient import GRADIENT, WEIGHTS, differentiate, l2_nodes, split_nodes
 
 KINDS = ("l2", "fwd", "bwd")
 

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from deepdream_onnx.graph import composite
 from deepdream_onnx.errors import UnsupportedLayerError
-from deepdream_onnx.graph.network import Layer
+from deepdream_onnx.graph import composite
 from deepdream_onnx.graph.builder import GraphBuilder
+from deepdream_onnx.graph.network import Layer
 
 LAYERS = {}
 

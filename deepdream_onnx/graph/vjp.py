@@ -11,8 +11,8 @@ and one check in tests/test_vjp.py.
 
 import numpy as np
 
-from deepdream_onnx.graph import composite
 from deepdream_onnx.errors import UnsupportedLayerError
+from deepdream_onnx.graph import composite
 from deepdream_onnx.graph.builder import FLOAT, attributes
 
 VJP = {}

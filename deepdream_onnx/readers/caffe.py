@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 from google.protobuf import message, text_format
 
-from deepdream_onnx.readers.caffe_schema import messages
 from deepdream_onnx.errors import CaffeFormatError
+from deepdream_onnx.readers.caffe_schema import messages
 
 # Caffe's current names for the V1 enum types, as upgrade_proto.cpp's UpgradeV1LayerType.
 V1_TYPE_NAMES = {

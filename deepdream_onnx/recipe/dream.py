@@ -17,11 +17,10 @@ import numpy as np
 import scipy.ndimage as nd
 
 from deepdream_onnx import images
-from deepdream_onnx.recipe import laplacian
-from deepdream_onnx.recipe import tiling
 from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.graph.network import MEAN_BGR
 from deepdream_onnx.progress import Progress
+from deepdream_onnx.recipe import laplacian, tiling
 
 # What `end` may be: a blob, several blobs, or {blob: weight}.
 End = Union[str, Sequence[str], Dict[str, float]]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdream_onnx.recipe import dream
 from deepdream_onnx import images
 from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.labels import class_names
+from deepdream_onnx.recipe import dream
 
 # A spread from low-level textures to object parts, as GoogLeNet's layer names go.
 GOOGLENET_GALLERY = (
