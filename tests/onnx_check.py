@@ -3,9 +3,11 @@
 check_vjp follows JAX's check_vjp: for a random direction u and cotangent v,
 <J u, v> from central differences in float64 must equal <u, J^T v> from the graph.
 Float64 runs use onnx's reference evaluator (onnxruntime's CPU kernels are float32
-for Conv and pooling), with MaxPool, ConvTranspose and Pad replaced by the NumPy ones below;
+for Conv and pooling), with MaxPool, ConvTranspose, Pad, Erf and LRN replaced by the NumPy ones below;
 the same graphs also run in onnxruntime in float32.
 """
+
+import math
 
 import numpy as np
 import onnx
@@ -69,6 +71,18 @@ def pooled_size(size, begin, end, kernel, stride, ceil_mode):
     return count - int(bool(ceil_mode) and (count - 1) * stride >= size + begin)
 
 
+def auto_pads(auto_pad, sizes, kernel, strides):
+    """The explicit pads [begins..., ends...] that auto_pad stands for; None for NOTSET."""
+    if auto_pad in (None, "NOTSET"):
+        return None
+    if auto_pad == "VALID":
+        return [0] * 2 * len(sizes)
+    totals = [max(0, (-(-n // s) - 1) * s + k - n) for n, k, s in zip(sizes, kernel, strides)]
+    small = [t // 2 for t in totals]
+    large = [t - t // 2 for t in totals]
+    return small + large if auto_pad == "SAME_UPPER" else large + small
+
+
 class MaxPool(OpRun):
     """ONNX MaxPool (2-D, no dilation, no Indices) from the spec.
 
@@ -80,11 +94,11 @@ class MaxPool(OpRun):
 
     def _run(self, x, auto_pad=None, ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
              storage_order=0, strides=None):
-        if auto_pad not in (None, "NOTSET") or any(d != 1 for d in dilations or [1]) or len(kernel_shape) != 2:
-            raise NotImplementedError("test MaxPool: 2-D, explicit pads, no dilation only")
+        if any(d != 1 for d in dilations or [1]) or len(kernel_shape) != 2:
+            raise NotImplementedError("test MaxPool: 2-D, no dilation only")
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = kernel_shape, strides or [1, 1]
-        top, left, bottom, right = pads or [0, 0, 0, 0]
+        top, left, bottom, right = auto_pads(auto_pad, (h, w), kernel_shape, (sh, sw)) or pads or [0, 0, 0, 0]
         oh, ow = pooled_size(h, top, bottom, kh, sh, ceil_mode), pooled_size(w, left, right, kw, sw, ceil_mode)
         reach_h, reach_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
         xp = np.full((n, c, max(reach_h, top + h), max(reach_w, left + w)), -np.inf, x.dtype)
@@ -131,7 +145,7 @@ class ConvTranspose(OpRun):
 
 
 class Pad(OpRun):
-    """ONNX Pad (constant mode) from the spec, negative pads included.
+    """ONNX Pad (constant mode) from the spec, negative pads and the axes input included.
 
     onnx's reference Pad refuses negative pads, which the spec defines as cutting cells
     off that end; the max-pool gradient shifts tensors by padding one end and cutting the other.
@@ -139,19 +153,46 @@ class Pad(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, pads, value=None, mode=None):
+    def _run(self, x, pads, value=None, axes=None, mode=None):
         if mode not in (None, "constant"):
             raise NotImplementedError("test Pad: constant mode only")
-        pads = [int(p) for p in pads]
-        begin, end = pads[:x.ndim], pads[x.ndim:]
+        axes = list(range(x.ndim)) if axes is None else [int(a) % x.ndim for a in axes]
+        begin, end = [0] * x.ndim, [0] * x.ndim
+        for i, axis in enumerate(axes):
+            begin[axis], end[axis] = int(pads[i]), int(pads[len(axes) + i])
         cut = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(zip(begin, end)))
         fill = 0 if value is None else value
         return (np.pad(x[cut], [(max(0, b), max(0, e)) for b, e in zip(begin, end)], constant_values=fill).astype(x.dtype),)
 
 
+class Erf(OpRun):
+    """ONNX Erf in the input's precision: onnx's reference Erf rounds to float32."""
+
+    op_domain = ""
+
+    def _run(self, x):
+        return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
+
+
+class LRN(OpRun):
+    """ONNX LRN from the spec: onnx's reference loops over the batch axis for the channel
+    windows, so it is wrong wherever the batch is smaller than the channels (onnx#7805)."""
+
+    op_domain = ""
+
+    def _run(self, x, alpha=1e-4, beta=0.75, bias=1.0, size=None):
+        channels = x.shape[1]
+        before, after = (size - 1) // 2, size // 2  # floor((size-1)/2) and ceil((size-1)/2)
+        alpha, beta, bias = float(alpha), float(beta), float(bias)  # the evaluator passes float32 attributes
+        squares = x ** 2
+        sums = np.stack([squares[:, max(0, c - before):min(channels, c + after + 1)].sum(axis=1)
+                         for c in range(channels)], axis=1)
+        return ((x / (bias + alpha / size * sums) ** beta).astype(x.dtype),)
+
+
 def reference(model):
     """onnx's reference evaluator for model, with the ops above in place of its own."""
-    return ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose, Pad])
+    return ReferenceEvaluator(model, new_ops=[MaxPool, ConvTranspose, Pad, Erf, LRN])
 
 
 def run_reference(model, x, seed=None):

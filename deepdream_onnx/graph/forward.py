@@ -231,7 +231,7 @@ def lrn(g, layer):
     k = g.const([p["k"]], np.float32, name=f"{layer.name}/k")
     beta = g.const(p["beta"], np.float32, name=f"{layer.name}/beta")
     y = layer.outputs[0]
-    # One composite node, so that the gradient is Caffe's closed form (vjp.caffe_lrn_vjp).
+    # One composite node, so that the gradient is Caffe's closed form (vjp.normalization.caffe_lrn_vjp).
     g.nodes.append(composite.caffe_lrn(layer.inputs[0], window, k, beta, (y, f"{y}:scale", f"{y}:power"), n))
 
 

@@ -70,7 +70,7 @@ def banded_sum(torch, sq, n):
 
 
 def closed_form(torch, n, alpha, beta, k):
-    """Caffe's own gradient, as ours (vjp.caffe_lrn_vjp): the window sums as banded 1x1
+    """Caffe's own gradient, as ours (vjp.normalization.caffe_lrn_vjp): the window sums as banded 1x1
     convolutions (GEMMs), beta = 0.75 as two square roots, temporaries updated in place."""
 
     class CaffeLRN(torch.autograd.Function):
