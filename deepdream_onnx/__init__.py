@@ -22,11 +22,12 @@ _LAZY = {
     "dream": ("deepdream_onnx.recipe.dream", None),
     "objectives": ("deepdream_onnx.recipe.objectives", None),
     "explore": ("deepdream_onnx.recipe.explore", None),
+    "fool": ("deepdream_onnx.recipe.fool", None),
     "laplacian": ("deepdream_onnx.recipe.laplacian", None),
     "tiling": ("deepdream_onnx.recipe.tiling", None),
 }
 
-__all__ = ["Net", "convert", "load", "show", "dream", "objectives", "explore", "__version__"]
+__all__ = ["Net", "convert", "load", "show", "dream", "objectives", "explore", "fool", "__version__"]
 
 
 def __getattr__(name):

@@ -47,12 +47,15 @@ def heavy(packages):
     (["dream", "--help"], 0),
     (["zoom", "--help"], 0),
     (["census", "--help"], 0),
+    (["fool", "--help"], 0),
     (["--version"], 0),
     ([], 2),                                               # no command: the help, on stderr
     (["--no-such-flag"], 2),
     (["dream", "-o", "out.png", "--iters", "-1"], 2),
     (["dream", "-o", "out.png", "--end", "conv1:nan"], 2),
     (["classify"], 2),                                     # a missing argument
+    (["fool", "in.png", "-o", "out.png", "--target", "1", "--epsilon", "0"], 2),
+    (["fool", "-o", "out.png", "--target", "1", "--from-noise", "--epsilon", "4"], 2),  # checked in the command
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_help_version_and_argument_errors_import_nothing_heavy(tmp_path, args, status):
     got, _, packages = loaded(MAIN, args, tmp_path)

@@ -1,4 +1,5 @@
-"""The deepdream-onnx command line: dream, zoom, layers, convert (and cli_explore's gallery, classify, census).
+"""The deepdream-onnx command line: dream, zoom, layers, convert (and cli_explore's gallery, classify,
+census; cli_fool's fool).
 
 Every check that can fail on the user's input (files, output paths, layer name, image
 size) runs before any computing, and every error is one line on stderr.
@@ -34,6 +35,7 @@ from deepdream_onnx.cli.common import (
     size_arg,
 )
 from deepdream_onnx.cli.explore import add_explore_commands
+from deepdream_onnx.cli.fool import add_fool_command
 from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
@@ -181,6 +183,7 @@ def build_parser():
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_convert)
     add_explore_commands(sub, model)
+    add_fool_command(sub, model)
     return parser
 
 
