@@ -4,7 +4,7 @@
     python scripts/make_cli_docs.py --check   # exit 1 if docs/cli.md is stale
 
 The help is formatted at a fixed width, whatever the terminal, and the text is checked
-for anything taken from this machine (home, cache or working directory, core count), so
+for paths taken from this machine (home, cache or working directory, Python prefix), so
 the file is the same wherever it is generated with the same Python; argparse's layout
 changes between Python versions, and the file names the version that wrote it.
 """
@@ -76,9 +76,6 @@ def check_no_environment(text):
         ("the Python prefix", sys.prefix),
         ("the repository path", str(REPO)),
     ] if len(value) > 1 and value in text]
-    cores = os.cpu_count()
-    if cores and any(f"default: {cores}{end}" in text for end in (")", ";", ",")):
-        found.append(f"the core count ({cores})")
     if found:
         raise SystemExit(f"make_cli_docs.py: the help text holds {', '.join(found)}; make that default "
                          "a description (e.g. 'default: the user cache') in the parser")
