@@ -1,17 +1,20 @@
-"""convert(): a Caffe model to a directory of ONNX models with gradient graphs.
+"""convert(): a Caffe model or an ONNX classifier to a directory of ONNX models with gradient graphs.
 
 The directory holds, for every blob, three small graphs (see gradient.py) that all
 reference one weights file, a full forward model, and manifest.json.  It is written
 to a temporary sibling directory and renamed into place, so an interrupted or failed
 conversion leaves nothing half-written, and a previous conversion is replaced whole.
+Both readers end in the same writer: a network's nodes and weights, its input, and a
+manifest entry per blob.
 """
 
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence
 
 import onnx
 
@@ -20,10 +23,13 @@ from deepdream_onnx.errors import DeepDreamError
 from deepdream_onnx.graph.builder import OPSET, WeightsFile
 from deepdream_onnx.graph.export import KINDS, end_models, forward_model
 from deepdream_onnx.graph.forward import LAYERS, build_forward
+from deepdream_onnx.graph.imported import import_network
+from deepdream_onnx.graph.input_format import CAFFE, InputFormat, input_format
 from deepdream_onnx.graph.network import MEAN_BGR, blob_geometry, build_network
 from deepdream_onnx.labels import read_labels
 from deepdream_onnx.paths import MANIFEST, PathLike
 from deepdream_onnx.readers.caffe import read_caffemodel, read_prototxt
+from deepdream_onnx.readers.onnx_model import looks_like_onnx, read_onnx
 
 FORMAT = 1
 LABELS = "labels.txt"
@@ -31,30 +37,46 @@ LABELS = "labels.txt"
 
 def file_stem(blob):
     """A file name for a blob name (Caffe names contain '/')."""
-    return blob.replace("/", "__")
+    return blob.replace("/", "__").replace(":", "-")
 
 
 def convert(
-    caffemodel: PathLike,
+    source: PathLike,
     out_dir: PathLike,
     prototxt: Optional[PathLike] = None,
     progress: Optional[Callable[[int, int, str], None]] = None,
     labels: Optional[PathLike] = None,
+    input_format_name: Optional[str] = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    scale: Optional[float] = None,
+    channel_order: Optional[str] = None,
 ) -> Path:
-    """Convert `caffemodel` (optionally structured by a deploy `prototxt`) into out_dir.
+    """Convert a `.caffemodel` (optionally structured by a deploy `prototxt`) or an `.onnx` classifier into out_dir.
 
-    progress, if given, is called as progress(done, total, blob) after each blob.
-    labels, if given, is a text file of class names, one per line in class order (such
-    as synset_words.txt); it must name as many classes as the last blob has channels,
-    and is kept as labels.txt (manifest key "labels"; Net.labels reads it).
+    The two are told apart by content.  progress, if given, is called as
+    progress(done, total, blob) after each blob.  labels, if given, is a text file of
+    class names, one per line in class order (such as synset_words.txt); it must name as
+    many classes as the classifier has, and is kept as labels.txt (manifest key
+    "labels"; Net.labels reads it).
+    An ONNX model's input convention: input_format_name "caffe" or "torchvision", or mean
+    (with std, scale, channel_order) spelled out; none for a model recognized by its
+    structure (the ONNX Model Zoo's BVLC GoogLeNet).  A caffemodel's is Caffe's.
     Returns out_dir as a Path.
     """
-    caffemodel, out_dir = Path(caffemodel), Path(out_dir)
-    _check_destination(out_dir, [caffemodel] + ([Path(prototxt)] if prototxt else []))
+    source, out_dir = Path(source), Path(out_dir)
+    _check_destination(out_dir, [source] + ([Path(prototxt)] if prototxt else []))
     names = read_labels(labels) if labels is not None else None
-    caffenet = read_caffemodel(caffemodel)
-    deploy = read_prototxt(prototxt) if prototxt else None
-    network = build_network(caffenet, deploy, supported=LAYERS)
+    fmt = input_format(input_format_name, mean, std, scale, channel_order)
+    if _is_onnx(source):
+        if prototxt is not None:
+            raise DeepDreamError(f"{source} is an ONNX model: a prototxt describes Caffe models only; drop it")
+        network = _onnx_network(source, fmt)
+    else:
+        if fmt is not None:
+            raise DeepDreamError(f"{source} is a Caffe model, whose input is Caffe's; "
+                                 "--input-format, --mean, --std, --scale and --channel-order are for ONNX models")
+        network = _caffe_network(source, prototxt)
     if names is not None:
         _check_labels(names, labels, network)
 
@@ -67,6 +89,62 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _is_onnx(path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as err:
+        raise DeepDreamError(f"cannot read {path} ({err.strerror or err}); check the path") from None
+    return looks_like_onnx(head)
+
+
+def _caffe_network(caffemodel, prototxt):
+    """The writer's view of a Caffe model: its forward graph and a manifest entry per blob."""
+    caffenet = read_caffemodel(caffemodel)
+    deploy = read_prototxt(prototxt) if prototxt else None
+    network = build_network(caffenet, deploy, supported=LAYERS)
+    g = build_forward(network)
+    writers = {t: layer.type for layer in network.layers for t in layer.outputs}
+    first_fc = next((b for b, t in network.blobs.items() if writers.get(t) == "InnerProduct"), None)
+    blobs, spatial = [], True
+    for name, tensor in network.blobs.items():
+        spatial = spatial and name != first_fc
+        channels, stride, min_size = blob_geometry(network, tensor)
+        blobs.append({"name": name, "tensor": tensor, "channels": channels, "stride": stride,
+                      "min_size": list(min_size), "spatial": spatial})
+    last_of = {kind: next((b for b, t in reversed(network.blobs.items()) if writers.get(t) == kind), None)
+               for kind in ("InnerProduct", "Softmax")}
+    return _Written(network.name, network.source_sha1, network.input, network.input_channels, g.nodes, g.weights,
+                    blobs, {"layers": [_layer_geometry(layer) for layer in network.layers]},
+                    CAFFE, last_of["InnerProduct"], last_of["Softmax"])
+
+
+def _onnx_network(path, fmt):
+    """The writer's view of an ONNX classifier (see graph/imported.py)."""
+    net = read_onnx(path)
+    imported = import_network(net, fmt)
+    return _Written(imported.name, net.source_sha1, imported.input, imported.input_channels, imported.nodes,
+                    imported.weights, imported.blobs, {"aliases": imported.aliases, "source": "onnx"},
+                    imported.input_format, imported.logits, imported.probabilities)
+
+
+@dataclass
+class _Written:
+    """What the writer needs, whatever the reader."""
+
+    name: str
+    source_sha1: Optional[str]
+    input: str
+    input_channels: int
+    nodes: list
+    weights: dict
+    blobs: List[dict]       # manifest entries: name, tensor, channels, stride, min_size, spatial, ...
+    extra: dict             # reader-specific manifest keys
+    input_format: InputFormat
+    logits: Optional[str]
+    probabilities: Optional[str]
 
 
 def _check_destination(out_dir, inputs):
@@ -82,36 +160,31 @@ def _check_destination(out_dir, inputs):
 
 
 def _check_labels(names, path, network):
-    last = list(network.blobs)[-1]
-    classes = blob_geometry(network, network.blobs[last])[0]
+    classifier = network.logits or network.blobs[-1]["name"]
+    classes = next(b["channels"] for b in network.blobs if b["name"] == classifier)
     if len(names) != classes:
         raise DeepDreamError(
-            f"labels file {path} names {len(names)} classes but the network's last blob {last!r} has "
+            f"labels file {path} names {len(names)} classes but the network's classifier {classifier!r} has "
             f"{classes}; pass the labels of this model")
 
 
 def _write(network, staging, progress, labels=None):
-    g = build_forward(network)
     weights_file = WeightsFile()
     blobs = []
-    names = list(network.blobs)
-    for done, blob in enumerate(names, 1):
-        tensor = network.blobs[blob]
-        models, carried = end_models(g.nodes, g.weights, network.input, network.input_channels, tensor,
-                                     external=weights_file)
+    for done, entry in enumerate(network.blobs, 1):
+        models, carried = end_models(network.nodes, network.weights, network.input, network.input_channels,
+                                     entry["tensor"], external=weights_file)
         files = {}
         for kind in KINDS:
-            files[kind] = f"{file_stem(blob)}.{kind}.onnx"
+            files[kind] = f"{file_stem(entry['name'])}.{kind}.onnx"
             onnx.save_model(models[kind], staging / files[kind])
-        channels, stride, min_size = blob_geometry(network, tensor)
-        blobs.append({"name": blob, "tensor": tensor, "channels": channels, "stride": stride,
-                      "min_size": list(min_size), "models": files, "residuals": carried})
+        blobs.append({**entry, "models": files, "residuals": carried})
         if progress:
-            progress(done, len(names), blob)
+            progress(done, len(network.blobs), entry["name"])
     # Every blob, for the gradients of several at once: the last blob's graph no longer
     # holds them all (_pool_before_relu pools pool3's input past inception_3b/output).
-    every = list(dict.fromkeys(network.blobs.values()))
-    onnx.save_model(forward_model(g.nodes, g.weights, network.input, network.input_channels, every,
+    every = list(dict.fromkeys(b["tensor"] for b in network.blobs))
+    onnx.save_model(forward_model(network.nodes, network.weights, network.input, network.input_channels, every,
                                   external=weights_file), staging / "forward.onnx")
     weights_file.write(staging / weights_file.location)
     manifest = {
@@ -122,11 +195,15 @@ def _write(network, staging, progress, labels=None):
         "opset": OPSET,
         "input": network.input,
         "input_channels": network.input_channels,
-        "mean_bgr": list(MEAN_BGR),
+        "mean_bgr": list(MEAN_BGR),  # of the data every model here takes, whatever the network's own input
+        "input_format": network.input_format.as_dict(),
+        "logits": network.logits,
+        "probabilities": network.probabilities,
         "forward": "forward.onnx",
         "weights": weights_file.location,
         "blobs": blobs,
-        "layers": [_layer_geometry(layer) for layer in network.layers],
+        "layers": [],
+        **network.extra,
     }
     if labels is not None:
         (staging / LABELS).write_text("".join(f"{name}\n" for name in labels), encoding="utf-8")

@@ -11,6 +11,10 @@ class CaffeFormatError(DeepDreamError):
     """A file is not a readable Caffe model or prototxt."""
 
 
+class OnnxFormatError(DeepDreamError):
+    """A file is not a readable ONNX model, or not one the converter can take as an image network."""
+
+
 class ChecksumError(DeepDreamError):
     """A downloaded or given file does not have the expected sha1."""
 

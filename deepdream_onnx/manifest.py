@@ -7,7 +7,7 @@ which lists the blobs without importing onnxruntime or NumPy.
 import json
 from pathlib import Path
 
-from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.paths import MANIFEST
 
 
@@ -26,3 +26,22 @@ def blob_info(manifest):
         {"name": b["name"], "channels": b["channels"], "stride": b["stride"], "min_size": tuple(b["min_size"])}
         for b in manifest["blobs"]
     ]
+
+
+def check_size(entry, height, width):
+    """Raise InputSizeError if a height x width input cannot reach the blob of a manifest entry.
+
+    For models imported from ONNX, whose geometry the converter measured per blob (see
+    graph/onnx_geometry.py): a minimum size, or the one size a classifier takes.
+    """
+    fixed = entry.get("fixed_size")
+    if fixed is not None:
+        if [height, width] != list(fixed):
+            raise InputSizeError(
+                f"blob {entry['name']!r} takes a {fixed[1]}x{fixed[0]} input only (it is behind the classifier), "
+                f"not {width}x{height}")
+        return
+    min_h, min_w = entry["min_size"]
+    if height < min_h or width < min_w:
+        raise InputSizeError(
+            f"a {width}x{height} input is too small for blob {entry['name']!r}: it needs at least {min_w}x{min_h}")

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from deepdream_onnx.errors import BlobListError, DeepDreamError, UnknownBlobError
 from deepdream_onnx.graph.names import GRADIENT, WEIGHTS, seed_names
 from deepdream_onnx.graph.network import MEAN_BGR, Layer, Network, propagate
-from deepdream_onnx.manifest import blob_info, read_manifest
+from deepdream_onnx.manifest import blob_info, check_size, read_manifest
 from deepdream_onnx.paths import MANIFEST, PathLike, cache_dir, find_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,6 +55,8 @@ class Net:
     blobs lists the blob names in network order; forward, gradient and vjp take
     data as float32 (N, 3, H, W), BGR, mean-subtracted, like pycaffe's data blob.
     labels: the class names given to convert (one per output of the last blob), or None.
+    logits, probabilities: the classifier's blobs (None where the model has none);
+    spatial_blobs: the blobs with a grid at any input size, before the classifier.
     """
 
     def __init__(self, model_dir: PathLike, device: str = "auto", threads: int = 0):
@@ -64,11 +66,13 @@ class Net:
         self.blob_info = blob_info(self.manifest)
         self.blobs = [b["name"] for b in self.blob_info]
         self._info = {b["name"]: b for b in self.blob_info}
-        writers = {t: layer["type"] for layer in self.manifest["layers"] for t in layer["outputs"]}
-        self._layer_types = {b["name"]: writers.get(b["tensor"]) for b in self.manifest["blobs"]}
         self._entries = {b["name"]: b for b in self.manifest["blobs"]}
-        self._aliases = {name.replace("/", "_"): name for name in self.blobs}
-        self._geometry = _geometry_network(self.manifest)
+        aliases = {**self.manifest.get("aliases", {}), **{name: name for name in self.blobs}}
+        self._aliases = {alias.replace("/", "_"): name for alias, name in aliases.items()}
+        self._aliases.update(aliases)
+        self.logits, self.probabilities, self.spatial_blobs = _classifier(self.manifest)
+        # A Caffe network's sizes follow from its layers; an imported one's were measured per blob.
+        self._geometry = _geometry_network(self.manifest) if self.manifest["layers"] else None
         self.mean = np.float32(self.manifest.get("mean_bgr", MEAN_BGR))
         self.sha1 = self.manifest.get("source_sha1")
         self.labels = self._read_labels()
@@ -109,15 +113,15 @@ class Net:
         """blob_info's entry for end: name, channels, stride, min_size."""
         return self._info[self.resolve(end)]
 
-    def blobs_of_type(self, layer_type):
-        """The blobs written by layers of a Caffe type ("InnerProduct", "Softmax", ...), in order."""
-        return [name for name in self.blobs if self._layer_types[name] == layer_type]
-
     def check_input_size(self, end, height, width):
         """Raise InputSizeError if a height x width input cannot reach blob end."""
         key = (self.resolve(end), height, width)
         if key not in self._fits:  # a dream asks thousands of times about a few sizes
-            propagate(self._geometry, height, width, end=self._entries[key[0]]["tensor"])
+            entry = self._entries[key[0]]
+            if self._geometry is None:
+                check_size(entry, height, width)
+            else:
+                propagate(self._geometry, height, width, end=entry["tensor"])
             self._fits.add(key)
 
     def forward(self, data: np.ndarray, end: End) -> Arrays:
@@ -268,6 +272,19 @@ def session_options(threads=0):
     # ~3% lower, but they split sums differently from run to run, so the same image and
     # seed no longer dreamed the same bits (a forward pass: 3e-7 relative between runs).
     return options
+
+
+def _classifier(manifest):
+    """(logits, probabilities, spatial blobs) of a manifest; older ones name no classifier: found by layer type."""
+    writers = {t: layer["type"] for layer in manifest["layers"] for t in layer["outputs"]}
+    of_type = {kind: [b["name"] for b in manifest["blobs"] if writers.get(b["tensor"]) == kind]
+               for kind in ("InnerProduct", "Softmax")}
+    logits = manifest.get("logits", (of_type["InnerProduct"] or [None])[-1])
+    probabilities = manifest.get("probabilities", (of_type["Softmax"] or [None])[-1])
+    names = [b["name"] for b in manifest["blobs"]]
+    first_fc = names.index(of_type["InnerProduct"][0]) if of_type["InnerProduct"] else len(names)
+    spatial = [b["name"] for i, b in enumerate(manifest["blobs"]) if b.get("spatial", i < first_fc)]
+    return logits, probabilities, spatial
 
 
 def _geometry_network(manifest):

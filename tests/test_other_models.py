@@ -206,7 +206,7 @@ def test_without_labels_there_are_none(tiny_net):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a\nb\nc\n", r"names 3 classes but the network's last blob 'prob' has 5; pass the labels of this model"),
+    ("a\nb\nc\n", r"names 3 classes but the network's classifier 'fc' has 5; pass the labels of this model"),
     ("a\nb\n\nc\nd\ne\n", r"has an empty line 3"),
     ("\n \n", r"is empty"),
 ])

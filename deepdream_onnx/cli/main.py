@@ -24,6 +24,7 @@ from deepdream_onnx.cli.common import (
     add_step_params,
     check_output_dir,
     check_output_file,
+    float_above,
     float_in,
     int_at_least,
     load_input,
@@ -170,10 +171,23 @@ def build_parser():
     p.set_defaults(run=run_layers)
 
     p = sub.add_parser("convert", help="download BVLC GoogLeNet and convert it to ONNX",
-                       description="Fetch the BVLC GoogLeNet caffemodel (unless --caffemodel) and convert it: "
-                                   "ONNX forward and gradient graphs for every blob.")
-    p.add_argument("--caffemodel", metavar="PATH",
-                   help="convert this .caffemodel instead (any Caffe classification net of supported layers)")
+                       description="Fetch the BVLC GoogLeNet caffemodel (unless --caffemodel or --onnx) and convert "
+                                   "it: ONNX forward and gradient graphs for every blob.")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--caffemodel", metavar="PATH",
+                        help="convert this .caffemodel instead (any Caffe classification net of supported layers)")
+    source.add_argument("--onnx", metavar="FILE",
+                        help="convert this ONNX image classifier instead (the ONNX Model Zoo's GoogLeNet, or a "
+                             "CNN exported from PyTorch or TensorFlow)")
+    fmt = p.add_argument_group("an ONNX model's input (not needed for the zoo's GoogLeNet)")
+    fmt.add_argument("--input-format", choices=("caffe", "torchvision"),
+                     help="caffe: BGR 0-255 minus (104, 116, 122); torchvision: RGB /255, ImageNet mean and std")
+    fmt.add_argument("--mean", type=float, nargs=3, metavar=("M1", "M2", "M3"),
+                     help="or spell it out: the per-channel mean, in the model's channel order and scale")
+    fmt.add_argument("--std", type=float, nargs=3, metavar=("S1", "S2", "S3"), help="per-channel std (default: 1)")
+    fmt.add_argument("--scale", type=float_above(0), metavar="F",
+                     help="pixels 0-255 are multiplied by F first (default: 1; 1/255 for inputs in 0-1)")
+    fmt.add_argument("--channel-order", choices=("RGB", "BGR"), help="the model's channel order (default: RGB)")
     p.add_argument("--prototxt", metavar="PATH",
                    help="a deploy .prototxt giving the structure (default: rebuilt from the caffemodel alone)")
     p.add_argument("--labels", metavar="FILE",
@@ -298,19 +312,22 @@ def run_convert(args):
     from deepdream_onnx.converter import convert
     from deepdream_onnx.progress import Progress
 
-    if args.caffemodel and not Path(args.caffemodel).is_file():
-        raise UsageError(f"cannot read {args.caffemodel}: no such file")
+    for given in (args.caffemodel, args.onnx):
+        if given and not Path(given).is_file():
+            raise UsageError(f"cannot read {given}: no such file")
     if args.prototxt and not Path(args.prototxt).is_file():
         raise UsageError(f"cannot read {args.prototxt}: no such file")
     if args.labels and not Path(args.labels).is_file():
         raise UsageError(f"cannot read {args.labels}: no such file")
-    caffemodel = args.caffemodel or download.fetch_caffemodel(progress=False if args.quiet else None)
+    source = args.onnx or args.caffemodel or download.fetch_caffemodel(progress=False if args.quiet else None)
     out_dir = Path(args.output) if args.output else paths.default_model_dir()
     with Progress(None, label="converting", enabled=False if args.quiet else None) as bar:
         def progress(done, total, blob):
             bar.total = total
             bar.update(1, status=blob)
-        written = convert(caffemodel, out_dir, prototxt=args.prototxt, labels=args.labels, progress=progress)
+        written = convert(source, out_dir, prototxt=args.prototxt, labels=args.labels, progress=progress,
+                          input_format_name=args.input_format, mean=args.mean, std=args.std, scale=args.scale,
+                          channel_order=args.channel_order)
     print(f"{PROG}: converted model written to {written}", file=sys.stderr)
     return 0
 

@@ -73,8 +73,10 @@ def _caffe2_versions(tensors, producer, input_name):
     for t in tensors:
         m = _VERSIONED.fullmatch(t)
         # A blob's versions only rise, from 1 (0 is an input's or weight's): anything else is a
-        # model whose names merely end in digits.
-        if not m or int(m.group(2)) <= last.get(m.group(1), 0):
+        # model whose names merely end in digits.  Caffe2's exporter made up OC2_DUMMY names
+        # for outputs it added (the zoo's Reshape writes OC2_DUMMY_0).
+        first = -1 if m and m.group(1).startswith("OC2_DUMMY") else 0
+        if not m or int(m.group(2)) <= last.get(m.group(1), first):
             return None
         last[m.group(1)] = int(m.group(2))
         out.append((m.group(1), int(m.group(2))))

@@ -35,9 +35,8 @@ CHART_ROWS = 20            # classes shown in a census chart; the rest are summe
 
 
 def spatial_blobs(net):
-    """The blobs before the classifier's first InnerProduct: those with a spatial grid, in order."""
-    classifier = net.blobs_of_type("InnerProduct")
-    return net.blobs[: net.blobs.index(classifier[0])] if classifier else list(net.blobs)
+    """The blobs with a spatial grid, before the classifier, in order."""
+    return list(net.spatial_blobs)
 
 
 def default_ends(net, count=GALLERY_COUNT):
@@ -141,15 +140,15 @@ def contact_sheet(items, columns=None, size=None):
 
 
 def classifier_blob(net):
-    """(blob, is_probability): the last Softmax blob, else the last InnerProduct one (logits).
+    """(blob, is_probability): the classifier's probabilities (its Softmax), else its logits.
 
     Raises DeepDreamError when the model has neither.
     """
-    for kind in ("Softmax", "InnerProduct"):
-        blobs = net.blobs_of_type(kind)
-        if blobs:
-            return blobs[-1], kind == "Softmax"
-    raise DeepDreamError(f"model {net.model_dir} has no classifier (no Softmax or InnerProduct layer)")
+    if net.probabilities is not None:
+        return net.probabilities, True
+    if net.logits is not None:
+        return net.logits, False
+    raise DeepDreamError(f"model {net.model_dir} has no classifier (no Softmax or fully connected layer)")
 
 
 def classifier_input_size(net, blob=None, preferred=CLASSIFIER_SIZE, limit=1024):

@@ -94,11 +94,10 @@ def check_channels(net, end, channels):
 
 
 def logits_blob(net):
-    """The blob holding the class logits: the output of the network's last InnerProduct layer."""
-    logits = net.blobs_of_type("InnerProduct")
-    if not logits:
-        raise DeepDreamError(f"{net.manifest.get('name', 'the network')} has no classifier (no InnerProduct layer)")
-    return logits[-1]
+    """The blob holding the class logits: the last fully connected layer's output (the input of its Softmax)."""
+    if net.logits is None:
+        raise DeepDreamError(f"{net.manifest.get('name', 'the network')} has no classifier (no fully connected layer)")
+    return net.logits
 
 
 def class_index(concept, labels):

@@ -1,6 +1,7 @@
 """Rules of ops that move values without changing them: reshapes, Concat, Split, Transpose, Pad."""
 
 import numpy as np
+from onnx import numpy_helper
 
 from deepdream_onnx.graph.builder import attributes
 from deepdream_onnx.graph.vjp.common import unsupported
@@ -65,3 +66,28 @@ def pad_vjp(g, node, dys):
 
 
 VJP["Pad"] = pad_vjp
+
+
+def gather_vjp(g, node, dys):
+    """dX = zeros(shape(X)) with dY added at the gathered positions along the axis   (constant indices)
+
+    Exporters write x[:, c] (torchvision GoogLeNet's transform_input) and index_select as a
+    Gather with a constant scalar or 1-D index; repeated indices add up.
+    """
+    x, indices = node.input
+    if indices not in g.weights:
+        raise unsupported(node, "supports only constant indices")
+    index = np.asarray(g.weights[indices])
+    if index.ndim > 1:
+        raise unsupported(node, "supports only a scalar or 1-D index")
+    axis = attributes(node).get("axis", 0)
+    dy = g.op("Unsqueeze", [dys[0], g.const([axis])]) if index.ndim == 0 else dys[0]
+    # Where each dY cell goes: its index along the axis, as a [1, .., k, .., 1] tensor broadcast to dY.
+    ones = g.op("ConstantOfShape", [g.shape(g.shape(dy))], value=numpy_helper.from_array(np.array([1], np.int64)))
+    shape = g.op("ScatterElements", [ones, g.const([axis]), g.const([-1])], axis=0)
+    where = g.op("Expand", [g.op("Reshape", [g.const(index.reshape(-1)), shape]), g.shape(dy)])
+    dx = g.op("ScatterElements", [g.full(g.shape(x), 0.0), where, dy], axis=axis, reduction="add")
+    return [dx, None]
+
+
+VJP["Gather"] = gather_vjp
