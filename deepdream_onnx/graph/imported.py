@@ -40,7 +40,7 @@ class ImportedNetwork:
     probabilities: Optional[str] = None
 
 
-def import_network(net, fmt: Optional[InputFormat] = None, progress=None) -> ImportedNetwork:
+def import_network(net, fmt: Optional[InputFormat] = None) -> ImportedNetwork:
     """The ImportedNetwork of a read OnnxNet; fmt None: the model must be one whose convention is known."""
     if net.input_channels != 3:
         raise DeepDreamError(f"{net.name} takes {net.input_channels}-channel images; only RGB/BGR models can dream")
@@ -49,18 +49,20 @@ def import_network(net, fmt: Optional[InputFormat] = None, progress=None) -> Imp
     names, aliases = blob_names(keys, net.producer, net.input)
     aliases.update({t: n for t, k, n in zip(tensors, keys, names) if t != k and t != n})
     fmt = fmt or _recognized(net, names)
+    nodes, weights = list(net.nodes), dict(net.weights)
     if _from_caffe2(net, names, tensors):
-        net.nodes = [_caffe_pool(node) for node in net.nodes]
-    net.nodes = [_composite_lrn(node, net.weights) for node in net.nodes]
-    data = DATA if DATA not in {t for node in net.nodes for t in list(node.input) + list(node.output)} else f"{DATA}:0"
+        nodes = [_caffe_pool(node) for node in nodes]
+    nodes = [_composite_lrn(node, weights) for node in nodes]
+    used = {t for node in nodes for t in list(node.input) + list(node.output)}
+    data = DATA if DATA not in used else f"{DATA}:0"
     front, front_weights = adapter(fmt, data, net.input)
     if not front:
         data = net.input
-    nodes, weights = front + list(net.nodes), {**net.weights, **front_weights}
+    nodes, weights = front + nodes, {**weights, **front_weights}
     native = net.input_size[0] if net.input_size and net.input_size[0] == net.input_size[1] else 224
     geometry = Geometry(nodes, weights, data, 3, native=native)
     blobs = []
-    for done, (name, tensor) in enumerate(zip(names, tensors), 1):
+    for name, tensor in zip(names, tensors):
         try:
             channels, stride, min_size, fixed = geometry.blob(tensor)
         except InputSizeError:
@@ -68,8 +70,6 @@ def import_network(net, fmt: Optional[InputFormat] = None, progress=None) -> Imp
         blobs.append({"name": name, "tensor": tensor, "channels": channels, "stride": stride,
                       "min_size": list(min_size), "fixed_size": list(fixed) if fixed else None,
                       "spatial": fixed is None and len(geometry.reached(native)[tensor]) == 4})
-        if progress:
-            progress(done, len(tensors), name)
     if not blobs:
         raise DeepDreamError(f"no tensor of {net.name} could be reached from its input at {native}x{native}")
     kept = {b["name"] for b in blobs}
