@@ -105,8 +105,9 @@ class Net:
         if end in self._aliases:
             return self._aliases[end]
         # Compare in one spelling ('_' for '/'), suggest the canonical names.
-        near = difflib.get_close_matches(end.replace("/", "_"), list(self._aliases), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(self._aliases[a] for a in near)}?" if near else ""
+        near = difflib.get_close_matches(end.replace("/", "_"), list(self._aliases), n=6, cutoff=0.5)
+        names = list(dict.fromkeys(self._aliases[a] for a in near))[:3]  # several aliases may name one blob
+        hint = f"; did you mean {', '.join(names)}?" if names else ""
         raise UnknownBlobError(f"unknown blob {end!r}{hint} (`deepdream-onnx layers` lists them)")
 
     def info(self, end):

@@ -148,7 +148,7 @@ def test_pytorch_module_paths_reach_blobs(tmp_path):
 
 def test_a_model_of_unknown_convention_is_refused_with_the_choices(tmp_path):
     path = onnx_models.write(onnx_models.vgg_like(num_classes=10), tmp_path / "vgg.onnx")
-    with pytest.raises(DeepDreamError, match=r"input convention is unknown; give --input-format caffe\|torchvision"):
+    with pytest.raises(DeepDreamError, match=r"input convention is unknown; convert it .* --input-format caffe\|torchvision"):
         deepdream_onnx.convert(path, tmp_path / "model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vgg.onnx"]
 

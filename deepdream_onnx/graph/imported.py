@@ -102,8 +102,8 @@ def _recognized(net, names):
     if net.input == "data_0" and ZOO_GOOGLENET <= set(names):
         return CAFFE
     raise DeepDreamError(
-        f"{net.name}: its input convention is unknown; give --input-format {'|'.join(NAMED)} "
-        "or --mean R G B [--std R G B] [--scale S] [--channel-order RGB|BGR]")
+        f"{net.name}: its input convention is unknown; convert it with `deepdream-onnx convert --onnx FILE` "
+        f"and --input-format {'|'.join(NAMED)} or --mean R G B [--std R G B] [--scale S] [--channel-order RGB|BGR]")
 
 
 def _from_caffe2(net, names, tensors):
