@@ -575,3 +575,20 @@ def test_progress_true_draws_a_bar_and_closes_it(tiny_net, tiny_end, img, monkey
     assert out.shape == img.shape
     assert "dream" in drawn and "4/4" in drawn and "octave 2/2 step 2/2" in drawn
     assert drawn.endswith("\n")  # closed: the next output starts on a line of its own
+
+
+def test_on_octave_sees_each_octave_s_dream_and_can_stop_it(tiny_net, tiny_end, img):
+    seen = []
+    out = dream.deepdream(tiny_net, img, iter_n=2, octave_n=3, end=tiny_end, rng=np.random.RandomState(0),
+                          on_octave=lambda octave, shown: seen.append((octave, shown.shape)))
+    assert [o for o, _ in seen] == [0, 1, 2] and seen[-1][1] == out.shape
+    assert seen[0][1][0] < seen[1][1][0] < seen[2][1][0]  # smallest octave first
+
+    class Stop(Exception):
+        pass
+
+    def stop(octave, shown):
+        raise Stop
+
+    with pytest.raises(Stop):
+        dream.deepdream(tiny_net, img, iter_n=2, octave_n=3, end=tiny_end, on_octave=stop)

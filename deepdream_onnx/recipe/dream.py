@@ -149,7 +149,8 @@ def deepdream(net, base_img: np.ndarray, iter_n: int = 10, octave_n: int = 4, oc
               end: End = "inception_4c/output", clip: bool = True, step_size: float = 1.5, jitter: int = 32,
               objective: Optional[Objective] = None, rng: Optional[np.random.RandomState] = None,
               progress: Any = None, normalize: str = "mean", levels: int = 4,
-              tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET) -> np.ndarray:
+              tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET,
+              on_octave: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
     """The notebook's deepdream: H x W x 3 RGB in, float32 H x W x 3 RGB out.
 
     The result is deprocessed but neither clipped nor rounded; with clip=False it can
@@ -158,6 +159,9 @@ def deepdream(net, base_img: np.ndarray, iter_n: int = 10, octave_n: int = 4, oc
     callable(octave, i, octave_n, iter_n) called after each step, or an object with
     update(n, status=...) such as progress.Progress.
     end, objective, normalize, levels, tile, memory_budget: see make_step.
+    on_octave, if given, is called after each octave as on_octave(octave, img) with the
+    dream so far at that octave's size (float32 RGB, deprocessed), for previews; like
+    progress, it may raise to stop the dream.
     """
     _check_normalize(normalize, levels)
     end = check_dream_size(net, end, *np.shape(base_img)[:2], octave_n, octave_scale,
@@ -179,6 +183,8 @@ def deepdream(net, base_img: np.ndarray, iter_n: int = 10, octave_n: int = 4, oc
                           objective=objective, rng=rng, normalize=normalize, levels=levels,
                           tile=tile, memory_budget=memory_budget)
                 _report(progress, octave, i, octave_n, iter_n)
+            if on_octave is not None:
+                on_octave(octave, deprocess(src))
             if octave < octave_n - 1:  # the last octave's would go unused
                 detail = src - octave_base
     # Let go of the octaves before deprocess copies src: 350 MB for a 4096 x 4096 image.
