@@ -9,6 +9,7 @@ out as Caffe stores them; choosing the inference layers is the caller's business
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,19 +152,36 @@ def _convert(net, path, sha1):
             f"{path} has layers in both the current and the legacy V1 format; "
             "pass a file written by Caffe")
     if net.layer:
-        layers = [_layer(lp, lp.type, path) for lp in net.layer]
+        layers = [_layer(lp, _text(lp.type, "a layer's type", path), path) for lp in net.layer]
     else:
         type_enum = messages().V1LayerParameter.DESCRIPTOR.enum_types_by_name["LayerType"]
         layers = []
         for lp in net.layers:
             enum_name = type_enum.values_by_number[lp.type].name
             layers.append(_layer(lp, V1_TYPE_NAMES.get(enum_name, enum_name), path))
-    return CaffeNet(name=net.name, layers=layers, inputs=_inputs(net), source_sha1=sha1)
+    return CaffeNet(name=_text(net.name, "the net's name", path), layers=layers, inputs=_inputs(net, path),
+                    source_sha1=sha1)
 
 
-def _inputs(net):
+def _text(value, what, path):
+    """A string field's value.  protobuf hands a proto2 string that is not UTF-8 over as bytes,
+    which names built from it (and the manifest's JSON) cannot take: a corrupt file."""
+    if isinstance(value, bytes):
+        raise CaffeFormatError(f"{path}: {what} {value[:40]!r} is not UTF-8 text; the file is corrupt, "
+                               "download it again")
+    return value
+
+
+def _shown(text, quoted=False):
+    if not text.isprintable():
+        return repr(text)
+    return f"'{text}'" if quoted else text
+
+
+def _inputs(net, path):
     inputs = {}
     for i, name in enumerate(net.input):
+        name = _text(name, "input name", path)
         if i < len(net.input_shape):
             inputs[name] = tuple(int(d) for d in net.input_shape[i].dim)
         elif len(net.input_dim) >= 4 * (i + 1):
@@ -175,18 +193,52 @@ def _inputs(net):
 
 def _layer(lp, type_name, path):
     # LayerParameter and V1LayerParameter name these fields alike (numbers differ).
-    where = f"{path}: layer '{lp.name}' ({type_name})"
+    name = _text(lp.name, "a layer's name", path)
+    # Names and types are the file's text: repr where they would break the message's one line.
+    where = f"{path}: layer {_shown(name, quoted=True)} ({_shown(type_name)})"
+    bottoms = [_text(b, "a bottom of layer " + repr(name), path) for b in lp.bottom]
+    tops = [_text(t, "a top of layer " + repr(name), path) for t in lp.top]
+    blobs = [_blob(b, i, where) for i, b in enumerate(lp.blobs)]
+    params = _params(lp, type_name, where)
+    _check_arity(where, type_name, bottoms, tops)
     return CaffeLayer(
-        name=lp.name,
+        name=name,
         type=type_name,
-        bottoms=list(lp.bottom),
-        tops=list(lp.top),
-        params=_params(lp, type_name, where),
-        blobs=[_blob(b, i, where) for i, b in enumerate(lp.blobs)],
+        bottoms=bottoms,
+        tops=tops,
+        params=params,
+        blobs=blobs,
         include_phases=_phases(lp.include),
         exclude_phases=_phases(lp.exclude),
         loss_weight=[_f32(w) for w in lp.loss_weight],
     )
+
+
+# (bottoms, tops) as (least, most; None: any) that Caffe's layers of these types check they
+# are given (LayerSetUp's ExactNumBottomBlobs and the like): the converter indexes them.
+_ARITY = {
+    "Convolution": ((1, None), (1, None)), "Deconvolution": ((1, None), (1, None)),
+    "Pooling": ((1, 1), (1, 2)), "LRN": ((1, 1), (1, 1)), "Concat": ((1, None), (1, 1)),
+    "InnerProduct": ((1, 1), (1, 1)), "Softmax": ((1, 1), (1, 1)), "Dropout": ((1, 1), (1, 1)),
+    "ReLU": ((1, 1), (1, 1)), "Input": ((0, 0), (1, None)), "Split": ((1, 1), (1, None)),
+    **{t: ((0, 0), (1, None)) for t in ("Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")},
+    **{t: ((2, 3), (0, 2)) for t in ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "HingeLoss", "InfogainLoss",
+                                     "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss")},
+    "Silence": ((1, None), (0, 0)),
+}
+
+
+def _check_arity(where, type_name, bottoms, tops):
+    if type_name not in _ARITY:
+        return
+    for what, names, (least, most) in zip(("bottoms", "tops"), (bottoms, tops), _ARITY[type_name]):
+        if len(names) < least or (most is not None and len(names) > most):
+            wanted = f"{least}" if least == most else f"{least} or more" if most is None else f"{least} to {most}"
+            raise CaffeFormatError(f"{where} has {len(names)} {what}, where Caffe takes {wanted}; "
+                                   "fix the network definition")
+    if type_name in ("Convolution", "Deconvolution") and len(bottoms) != len(tops):
+        raise CaffeFormatError(f"{where} has {len(bottoms)} bottoms but {len(tops)} tops, where Caffe takes as "
+                               "many of each; fix the network definition")
 
 
 def _phases(rules):
@@ -199,9 +251,16 @@ def _blob(blob, index, where):
         shape = tuple(int(d) for d in blob.shape.dim)
     else:
         shape = (blob.num, blob.channels, blob.height, blob.width)
+    # Negative dims can multiply to the right count, and int64 products overflow (to 0 for
+    # 2^32 x 2^32): numpy's reshape would then raise; Caffe's Blob refuses both, and more
+    # than 32 axes (kMaxBlobAxes).
+    if len(shape) > 32 or any(d < 0 for d in shape):
+        raise CaffeFormatError(
+            f"{where} blob {index} has shape {shape}, which no blob can have; the file is corrupt, "
+            "download it again")
     values = blob.data if len(blob.data) or not len(blob.double_data) else blob.double_data
     array = np.asarray(values, dtype=np.float32)  # one C-level copy, no Python loop per value
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: no overflow
     if array.size != count:
         raise CaffeFormatError(
             f"{where} blob {index} holds {array.size} values but its shape {shape} "
@@ -248,11 +307,22 @@ def _opt(msg, field):
     return getattr(msg, field) if msg.HasField(field) else None
 
 
+def _positive(where, params, *fields):
+    """params, once the fields named (ints or pairs) are all >= 1, as Caffe's layers check
+    (a 0 stride or kernel would divide by zero or make an empty window); else an error."""
+    for field in fields:
+        value = params[field]
+        if value is not None and min(value if isinstance(value, tuple) else (value,)) < 1:
+            raise CaffeFormatError(f"{where} has {field} {value}, where Caffe takes 1 or more; "
+                                   "fix the network definition")
+    return params
+
+
 def _convolution(p, where):
     kernel = _pair(where, "kernel", p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"))
     if kernel is None:
         raise CaffeFormatError(f"{where} has no kernel_size; fix the network definition")
-    return {
+    params = _positive(where, {
         "num_output": int(p.num_output),
         "bias_term": bool(p.bias_term),
         "kernel": kernel,
@@ -262,7 +332,11 @@ def _convolution(p, where):
         "dilation": _pair(where, "dilation", p.dilation, default=(1, 1)),
         "group": int(p.group),
         "axis": int(p.axis),
-    }
+    }, "num_output", "kernel", "stride", "dilation", "group")
+    if params["num_output"] % params["group"]:
+        raise CaffeFormatError(f"{where} has num_output {params['num_output']}, which its group "
+                               f"{params['group']} does not divide; fix the network definition")
+    return params
 
 
 def _single(p, field):
@@ -279,7 +353,7 @@ def _pooling(p, where):
             raise CaffeFormatError(
                 f"{where} has no kernel_size (nor global_pooling); "
                 "fix the network definition")
-    return {
+    return _positive(where, {
         "pool": _enum_name(p, "pool"),
         "kernel": kernel,
         "stride": _pair(where, "stride", _single(p, "stride"), _opt(p, "stride_h"),
@@ -288,10 +362,13 @@ def _pooling(p, where):
                      (0, 0), 0),
         "global_pooling": bool(p.global_pooling),
         "round_mode": _enum_name(p, "round_mode"),
-    }
+    }, "kernel", "stride")
 
 
 def _lrn(p, where):
+    if p.local_size % 2 != 1:  # Caffe's LRNLayer checks it; 0 would divide by zero
+        raise CaffeFormatError(f"{where} has local_size {p.local_size}, where Caffe takes an odd size; "
+                               "fix the network definition")
     return {"local_size": int(p.local_size), "alpha": _f32(p.alpha),
             "beta": _f32(p.beta), "k": _f32(p.k),
             "norm_region": _enum_name(p, "norm_region")}

@@ -8,6 +8,8 @@ finds a rule for every op on the image's path.  Errors name the file and say wha
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -30,6 +32,8 @@ _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 2
 # Ops that _to_opset converts down from opset 18+ itself, and the domain that holds them meanwhile.
 _HELD = {"Split", "Pad"}
 _HOLD_DOMAIN = "deepdream_onnx.held"
+# Ops with a sliding window: kernel_shape, strides, dilations, pads (and a Conv's group).
+_WINDOWED = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 _IMAGE_SHAPE = "one image input of shape N x C x H x W (C = 1 or 3, N = 1 or symbolic)"
 
 
@@ -84,7 +88,7 @@ def read_onnx(path) -> OnnxNet:
     data = _read_bytes(path)
     model = _parse(path, data)
     if model.functions:  # model-local functions: their nodes are checked as any others
-        model = onnx.inliner.inline_local_functions(model)
+        model = _inlined(path, model)
     _check_domains(path, model)
     external = _external_tensors(path, model)
     _check(path, model if not external else path)
@@ -95,12 +99,14 @@ def read_onnx(path) -> OnnxNet:
     graph = model.graph
     weights = _initializers(path, graph)
     image, channels, size = _image_input(path, graph, weights)
+    _check_attributes(path, graph.node)
     nodes = [_copy(node) for node in graph.node]  # the model, weights and all, can then go
     try:
         nodes, weights, outputs = onnx_passes.normalize(nodes, weights, image, channels, size,
                                                         [output.name for output in graph.output])
     except UnsupportedLayerError as err:
         raise UnsupportedLayerError(f"{path}: {err}") from None
+    _check_windows(path, nodes, weights)
     return OnnxNet(graph.name or path.stem, image, channels, size, nodes, weights, outputs,
                    hashlib.sha1(data).hexdigest(), model.producer_name)
 
@@ -138,7 +144,27 @@ def _parse(path, data):
         if not looks_like_onnx(data):
             raise OnnxFormatError(f"{path} is not an ONNX model; pass an .onnx file")
         raise OnnxFormatError(f"{path} holds an ONNX model with an empty graph; export the network again")
+    _check_text(path, model)
     return model
+
+
+def _check_text(path, msg):
+    """OnnxFormatError for a string field that is not UTF-8.  protobuf hands such a proto2 string
+    over as bytes, which every name lookup and message after this would trip on."""
+    for field, value in msg.ListFields():
+        if field.type == field.TYPE_STRING:
+            bad = next((v for v in (value if _repeated(field) else [value]) if isinstance(v, bytes)), None)
+            if bad is not None:
+                raise OnnxFormatError(f"{path}: a {msg.DESCRIPTOR.name}'s {field.name} {bad[:40]!r} is not UTF-8 "
+                                      "text; the file is corrupt: export or download it again")
+        elif field.type == field.TYPE_MESSAGE:
+            for item in value if _repeated(field) else [value]:
+                _check_text(path, item)
+
+
+def _repeated(field):
+    repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; label is gone from 7
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _is_caffemodel(data):
@@ -150,12 +176,22 @@ def _is_caffemodel(data):
     return bool(net.layer or net.layers)
 
 
+def _inlined(path, model):
+    """model with its model-local functions inlined; onnx raises on a recursive function or a call
+    with more inputs than the function takes, which the checker has not yet seen: one line here."""
+    try:
+        return onnx.inliner.inline_local_functions(model)
+    except Exception as err:
+        raise OnnxFormatError(f"{path}: its model-local functions cannot be inlined ({_one_line(err)}); "
+                              "export the model again") from None
+
+
 def _check_domains(path, model):
     """UnsupportedLayerError for an op outside the standard ONNX domain (custom ops, ai.onnx.ml)."""
     for node in model.graph.node:
         if node.domain not in DEFAULT_DOMAINS:
             raise UnsupportedLayerError(
-                f"{path}: node {node.name or node.output[0]!r} is the custom op {node.domain}::{node.op_type}; "
+                f"{path}: node {onnx_passes.where(node)} is the custom op {node.domain + '::' + node.op_type!r}; "
                 "deepdream-onnx reads standard ONNX ops only: export the model without custom ops")
 
 
@@ -210,7 +246,7 @@ def _lowered(path, node):
         node.attribute.extend(kept)
     elif values.get("mode") == b"wrap" or (len(node.input) > 3 and node.input[3]):
         what = "mode 'wrap'" if values.get("mode") == b"wrap" else "an axes input"
-        raise OnnxFormatError(f"{path}: node {node.name or node.output[0]!r} is a Pad with {what}, which opset "
+        raise OnnxFormatError(f"{path}: node {onnx_passes.where(node)} is a Pad with {what}, which opset "
                               f"{OPSET} lacks; export the model at opset {OPSET}")
 
 
@@ -221,7 +257,17 @@ def _external_tensors(path, model):
     external = [tensor for tensor in tensors if uses_external_data(tensor)]
     for tensor in external:
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        if not (path.parent / location).is_file():
+        # onnx before 1.16 reads os.path.join(folder, location) as it is: an absolute location or
+        # one through '..' would read any file on the machine.  Only files beside the model are read.
+        if os.path.isabs(location) or ".." in re.split(r"[\\/]", location):
+            raise OnnxFormatError(
+                f"{path} keeps tensor {tensor.name!r} in the external data file {location!r}, outside the folder of "
+                "the .onnx file; deepdream-onnx reads external data only from that folder: export the model again")
+        try:
+            found = (path.parent / location).is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            found = False
+        if not found:
             raise OnnxFormatError(
                 f"{path} keeps tensor {tensor.name!r} in the external data file {location!r}, which is not in "
                 f"{path.parent}; put that file next to the .onnx file")
@@ -264,14 +310,60 @@ def _image_input(path, graph, weights):
     if not (info.type.HasField("tensor_type") and tensor.HasField("shape") and len(dims) == 4
             and known[1] in (1, 3) and known[0] in (1, None)):
         shape = " x ".join(str(v) if v is not None else (d.dim_param or "?") for v, d in zip(known, dims))
+        shape = shape if shape.isprintable() else repr(shape)  # dim_param is the file's text: one line
         raise OnnxFormatError(f"{path}: input {info.name!r} has shape {shape or 'unknown'}; "
                               f"deepdream-onnx expects {_IMAGE_SHAPE}")
     if tensor.elem_type != onnx.TensorProto.FLOAT:
-        kind = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        try:
+            kind = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        except ValueError:  # a number no data type has
+            kind = f"data type {tensor.elem_type}"
         raise OnnxFormatError(f"{path}: input {info.name!r} holds {kind}, not float; "
                               "export the model with a float32 input")
     size = (known[2], known[3]) if known[2] and known[3] else None
     return info.name, known[1], size
+
+
+def _check_attributes(path, nodes):
+    """OnnxFormatError for an attribute onnx.helper cannot read (a reference to a function's
+    attribute outside any function, a type it does not hold): the checker lets them pass, and
+    every pass after this reads attributes through onnx.helper."""
+    for node in nodes:
+        for attribute in node.attribute:
+            try:
+                onnx.helper.get_attribute_value(attribute)
+            except Exception as err:
+                raise OnnxFormatError(f"{path}: node {onnx_passes.where(node)} has an unreadable attribute "
+                                      f"{attribute.name!r} ({_one_line(err, 120)}); export the model again") from None
+
+
+def _check_windows(path, nodes, weights):
+    """OnnxFormatError for a convolution or pool whose window attributes do not fit each other or
+    its weight (ONNX's shape inference refuses them too; the checker does not look): the geometry
+    and gradient rules index them axis by axis."""
+    for node in nodes:
+        if node.op_type not in _WINDOWED:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = weights.get(node.input[1]) if node.op_type.startswith("Conv") and len(node.input) > 1 else None
+        kernel = attrs.get("kernel_shape", weight.shape[2:] if weight is not None else None)
+        problem = None
+        if kernel is not None:
+            rank = len(kernel)
+            wanted = {"kernel_shape": (rank, 1), "strides": (rank, 1), "dilations": (rank, 1), "pads": (2 * rank, 0)}
+            for name, (length, least) in wanted.items():
+                value = list(attrs.get(name, [least] * length))
+                if len(value) != length or any(v < least for v in value):
+                    problem = f"{name} {value} (a {rank}-D window takes {length} values of {least} or more)"
+        group = attrs.get("group", 1)
+        if node.op_type.startswith("Conv") and group < 1:
+            problem = f"group {group}"
+        elif node.op_type == "Conv" and weight is not None and (
+                weight.ndim < 3 or weight.shape[0] % group or tuple(weight.shape[2:]) != tuple(kernel)):
+            problem = f"a weight of shape {weight.shape} for group {group} and kernel_shape {list(kernel)}"
+        if problem:
+            raise OnnxFormatError(f"{path}: node {onnx_passes.where(node)} ({node.op_type}) has {problem}; "
+                                  "export the model again")
 
 
 def _copy(node):

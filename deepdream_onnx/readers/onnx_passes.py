@@ -43,9 +43,9 @@ def normalize(nodes, weights, image, channels, size, outputs):
     return nodes, {name: array for name, array in weights.items() if name in used}, outputs
 
 
-def _where(node):
-    """How an error names a node: its name, else its first output."""
-    return repr(node.name or node.output[0])
+def where(node):
+    """How an error names a node: its name, else its first output (else its op: a node may have no outputs)."""
+    return repr(node.name or (node.output[0] if node.output else node.op_type))
 
 
 def check_control_flow(nodes):
@@ -53,7 +53,7 @@ def check_control_flow(nodes):
     for node in nodes:
         if node.op_type in CONTROL_FLOW or any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute):
             raise UnsupportedLayerError(
-                f"ONNX op {node.op_type!r} (node {_where(node)}) is control flow, which deepdream-onnx cannot "
+                f"ONNX op {node.op_type!r} (node {where(node)}) is control flow, which deepdream-onnx cannot "
                 "differentiate; export the model without data-dependent branches or loops")
 
 
@@ -139,9 +139,12 @@ def _fusable(conv, bn, weights, readers):
     constant = conv.input[1:2] + [name for name in conv.input[2:3] if name] + list(bn.input[1:5])
     if not all(name in weights for name in constant) or weights[conv.input[1]].dtype != np.float32:
         return False
-    # Training-mode outputs (running mean and var) that something reads keep the node.
+    # Training-mode outputs (running mean and var) that something reads keep the node.  Every
+    # per-channel parameter (the Conv's bias too) must have one value per output channel: the
+    # checker does not compare their shapes, and the fused arithmetic would broadcast or fail.
+    channels = weights[conv.input[1]].shape[:1]
     return all(not name or readers[name] == 0 for name in bn.output[1:]) and \
-        weights[bn.input[1]].shape == (weights[conv.input[1]].shape[0],)
+        len(bn.input) == 5 and all(weights[name].shape == channels for name in constant[1:])
 
 
 def _fused_parameters(conv, bn, weights):
@@ -235,7 +238,7 @@ def check_differentiable(nodes, image):
             continue
         supported = sorted(op for op in VJP if op not in composite.EXPANSIONS)
         raise UnsupportedLayerError(
-            f"ONNX op {node.op_type!r} (node {_where(node)}) depends on the image and has no gradient rule; "
+            f"ONNX op {node.op_type!r} (node {where(node)}) depends on the image and has no gradient rule; "
             f"supported on the image path: {', '.join(supported)}")
 
 
@@ -243,5 +246,5 @@ def name_nodes(nodes):
     """Every node named, uniquely: unnamed ones and repeats after their first output."""
     taken = set()
     for node in nodes:
-        base = node.name if node.name and node.name not in taken else (node.output[0] or node.op_type)
+        base = node.name if node.name and node.name not in taken else ((node.output[:1] or [""])[0] or node.op_type)
         node.name = _fresh(base, taken)
