@@ -5,6 +5,9 @@
         [--compare-torch] [--torch-lrn NAME] [--no-torch-compile] [--skip-dream] [--big N]
         [--markdown]
     python scripts/benchmark.py --torch-lrn-candidates [--repeats 5] [--threads N]
+    python scripts/benchmark.py --zoo [googlenet-9.onnx] [--model DIR|CAFFEMODEL] [--end BLOB] [--repeats 5]
+    python scripts/benchmark.py --onnx FILE [--input-format caffe|torchvision] [--end BLOB]
+        [--torch-model MODULE:ATTRIBUTE] [--repeats 5]
 
 At each octave size the recipe produces (scipy.ndimage.zoom by 1/1.4, order=1, 4 octaves)
 it times, as medians of --repeats runs at the largest size (as many more at smaller
@@ -25,6 +28,15 @@ machine's changing load hits both alike; ratios are over the fastest variant.
 
 Without --model it uses the default converted model, else a random-weight GoogLeNet
 written by tests/caffe_builder.py (timings do not depend on weight values).
+
+--zoo times the ONNX Model Zoo's GoogLeNet (the file given, else one written by
+tests/onnx_models.py from the random GoogLeNet's weights, then compared with that one)
+against the caffemodel's conversion: the L2 step at --end, both in turns at each octave
+size, their medians and the ratio.  --onnx FILE times any imported classifier's step,
+forward pass and custom step at the octave sizes its --end takes (default: the spatial
+blob two thirds of the way in), and with --torch-model the PyTorch model the file was
+exported from at the module the blob names (bench/imported.py, bench/torch_hook.py).
+Neither mode times the sgemm peak, the full dream or the N x N step.
 """
 
 # ruff: noqa: E402  (the bench imports follow the sys.path line that finds them)
@@ -40,6 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench package beside this script
 
 from bench import lrn
+from bench.imported import run_onnx, run_zoo
 from bench.inputs import (
     DREAM_STEPS,
     OCTAVE_N,
@@ -61,6 +74,8 @@ from bench.torch_port import import_torch, torch_device
 from deepdream_onnx.errors import DeepDreamError
 from deepdream_onnx.runtime import Net, _geometry_network
 
+DEFAULT_END = "inception_4c/output"
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -70,7 +85,8 @@ def parse_args(argv):
                                         "--compare-torch (default: the converted model's own weights)")
     p.add_argument("--image", help=f"start image (default: {SAMPLE_IMAGE} if present, else a generated "
                                     f"{SAMPLE_SIZE[1]}x{SAMPLE_SIZE[0]} image)")
-    p.add_argument("--end", default="inception_4c/output", help="blob to dream at (default: %(default)s)")
+    p.add_argument("--end", help=f"blob to dream at (default: {DEFAULT_END}; with --onnx the spatial blob two "
+                                  "thirds of the way in)")
     p.add_argument("--repeats", type=int, default=5,
                    help="timed runs per measurement at the largest size, more at smaller ones (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -89,9 +105,28 @@ def parse_args(argv):
                    help="also dream an N x N image (one step, tiled gradients) and print its peak memory; "
                         "0 skips it (default: %(default)s, about a minute)")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table for the README")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--zoo", nargs="?", const="", metavar="ONNX",
+                       help="only time the Model Zoo's GoogLeNet (this googlenet-*.onnx, else one built from the random "
+                            "GoogLeNet's weights) against the caffemodel's conversion, step for step")
+    modes.add_argument("--onnx", metavar="FILE", help="only time this ONNX classifier, converted here")
+    p.add_argument("--input-format", choices=("caffe", "torchvision"),
+                   help="with --onnx, the model's input convention (none for the zoo's GoogLeNet)")
+    p.add_argument("--torch-model", metavar="MODULE:ATTRIBUTE",
+                   help="with --onnx, the PyTorch model the file was exported from (an nn.Module or a factory of "
+                        "one, e.g. torchvision.models:resnet18 or path/to/file.py:Net), timed beside ours")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
         p.error("--repeats and --threads must be at least 1")
+    if not args.onnx and (args.input_format or args.torch_model):
+        p.error("--input-format and --torch-model go with --onnx FILE")
+    if args.onnx and (args.model or args.caffemodel):
+        p.error("--onnx FILE is the model: drop --model and --caffemodel")
+    if (args.onnx or args.zoo is not None) and args.compare_torch and not args.torch_model:
+        p.error("--compare-torch is for the default run; with --onnx, --torch-model MODULE:ATTRIBUTE names the "
+                "PyTorch peer")
+    if args.end is None and not args.onnx:
+        args.end = DEFAULT_END
     return args
 
 
@@ -105,7 +140,8 @@ def main(argv=None):
             lrn.print_candidates(torch, args.repeats)
             return 0
         with tempfile.TemporaryDirectory(prefix="deepdream-bench-") as workdir:
-            run(args, Path(workdir))
+            mode = run_zoo if args.zoo is not None else run_onnx if args.onnx else run
+            mode(args, Path(workdir))
     except DeepDreamError as err:
         print(f"benchmark: {err}", file=sys.stderr)
         return 1

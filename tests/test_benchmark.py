@@ -246,3 +246,128 @@ def test_the_pytorch_port_computes_our_forward_and_gradient(bench, tiny_net, tin
     for ours, theirs in [(tiny_net.forward(x, tiny_end), tnet.forward(x, tiny_end)),
                          (tiny_net.gradient(x, tiny_end), tnet.gradient(x, tiny_end))]:
         assert np.linalg.norm(ours - theirs) <= 1e-5 * np.linalg.norm(ours)
+
+
+# --------------------------------------------------------------------------- imported models: --zoo, --onnx
+
+
+@pytest.fixture(scope="module")
+def imported(benchmark):
+    import bench.imported
+    import bench.torch_hook
+
+    return bench
+
+
+def test_the_entry_point_takes_the_imported_model_flags(benchmark):
+    args = benchmark.parse_args(["--onnx", "m.onnx", "--input-format", "torchvision", "--torch-model", "tv.models:r18",
+                                 "--end", "layer3"])
+    assert (args.onnx, args.input_format, args.torch_model, args.end, args.zoo) == (
+        "m.onnx", "torchvision", "tv.models:r18", "layer3", None)
+    assert benchmark.parse_args(["--onnx", "m.onnx"]).end is None  # picked from the model, see default_end
+    assert benchmark.parse_args([]).end == benchmark.parse_args(["--zoo"]).end == "inception_4c/output"
+    assert benchmark.parse_args(["--zoo"]).zoo == "" and benchmark.parse_args(["--zoo", "g.onnx"]).zoo == "g.onnx"
+
+
+@pytest.mark.parametrize("argv", [["--zoo", "--onnx", "m.onnx"], ["--torch-model", "a:b"], ["--input-format", "caffe"],
+                                  ["--onnx", "m.onnx", "--model", "d"], ["--onnx", "m.onnx", "--compare-torch"],
+                                  ["--zoo", "--compare-torch"], ["--onnx", "m.onnx", "--input-format", "tf"]])
+def test_imported_model_flags_that_do_not_go_together_are_refused(benchmark, argv, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(argv)
+    assert "error:" in capsys.readouterr().err
+
+
+def test_the_default_end_of_an_imported_model_is_the_spatial_blob_two_thirds_in(imported, tiny_net):
+    spatial = [f"b{i}" for i in range(15)]
+    assert imported.imported.default_end(SimpleNamespace(spatial_blobs=spatial, blobs=spatial + ["fc"])) == "b10"
+    assert imported.imported.default_end(SimpleNamespace(spatial_blobs=[], blobs=["only"])) == "only"
+    assert imported.imported.default_end(tiny_net) == "mix/pool"  # the 6th of 8 spatial blobs
+
+
+def test_octaves_too_small_for_the_blob_are_skipped_by_name(imported, tiny_net, tiny_end):
+    inputs = [np.zeros((1, 3, 4, 6), np.float32), np.zeros((1, 3, 9, 11), np.float32)]
+    kept, skipped = imported.imported.fitting_inputs(tiny_net, tiny_end, inputs)
+    assert [x.shape for x in kept] == [(1, 3, 9, 11)] and skipped == ["6x4"]
+    with pytest.raises(DeepDreamError, match="at least 5x5: every octave .6x4. is smaller"):
+        imported.imported.fitting_inputs(tiny_net, tiny_end, inputs[:1])
+
+
+def test_the_zoo_comparison_times_both_steps_in_turns_at_each_size_and_prints_the_ratios(imported, tiny_net, tiny_end,
+                                                                                          capsys):
+    inputs = [np.zeros((1, 3, 9, 11), np.float32), np.zeros((1, 3, 13, 15), np.float32)]
+    rows = imported.imported.steps_in_turns({"caffemodel": (tiny_net, tiny_end), "zoo": (tiny_net, tiny_end)},
+                                            inputs, repeats=1)
+    assert [(r["size"], r["runs"]) for r in rows] == [("11x9", 2), ("15x13", 1)]
+    assert all(len(r[n][0]) == 2 and 0 < r[n][2] <= r[n][1] for r in rows for n in ("caffemodel", "zoo"))
+    imported.imported.print_zoo(rows, tiny_end)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-4].split() == ["size", "runs", "caffemodel", "best", "zoo", "best", "zoo/caffemodel", "best"]
+    assert [line.split()[0] for line in lines[-3:]] == ["11x9", "15x13", "all"]
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("no_such_module_here:make", r"cannot import no_such_module_here \(ModuleNotFoundError"),
+    ("torchvision.models", "give module:attribute"),
+    ("json:no_such_factory", "json has no attribute 'no_such_factory'"),
+    ("json:decoder.scanstring", r"scanstring\(\) failed \(TypeError"),
+    ("os:sep", "sep is a str, neither a torch.nn.Module nor a factory of one"),
+    ("os:getcwd", r"getcwd\(\) returned a str, not a torch.nn.Module"),
+    ("missing/file.py:net", r"cannot import missing/file.py \(FileNotFoundError: no file missing/file.py\)"),
+])
+def test_a_torch_model_that_cannot_be_had_is_a_one_line_error(imported, spec, says):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(DeepDreamError, match=says) as err:
+        imported.torch_hook.load_torch_model(spec, torch)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"--torch-model {spec}")
+
+
+TORCH_FILE = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """conv1 + bn1 (folded by the exporter), relu called twice (relu, relu_1), block a Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.bn1, self.relu = nn.Conv2d(3, 6, 3, 2, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True)
+        self.block = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.MaxPool2d(2))
+        self.fc = nn.Linear(6, 4)
+        self.bn1.running_mean.uniform_(-1, 1)
+        self.bn1.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        x = self.relu(self.block(self.relu(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+'''
+
+
+def test_a_torch_model_steps_at_the_module_our_blob_names_with_our_gradient(imported, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    import deepdream_onnx
+
+    (tmp_path / "tiny_torch.py").write_text(TORCH_FILE)
+    model = imported.torch_hook.load_torch_model(f"{tmp_path / 'tiny_torch.py'}:Net", torch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "tiny.onnx"), dynamo=False,
+                              opset_version=17)
+        except Exception as err:  # a torch without the TorchScript exporter
+            pytest.skip(f"torch.onnx.export(dynamo=False) failed: {err}")
+    net = deepdream_onnx.load(deepdream_onnx.convert(tmp_path / "tiny.onnx", tmp_path / "model",
+                                                     input_format_name="torchvision"), device="cpu")
+    x = np.random.default_rng(0).uniform(-100, 100, (1, 3, 20, 24)).astype(np.float32)
+    for end, module in [("conv1", "bn1, call 1"), ("relu_1", "relu, call 2"), ("block", "block, call 1")]:
+        peers = imported.torch_hook.torch_peers(net, model, "tiny", 1, end, net.resolve(end), x)
+        out = capsys.readouterr().out
+        assert f"is the output of module {module}" in out and out.count("(OK, limit 1e-03)") == 2, out
+        assert sorted(peers) == ["NCHW eager", "channels-last eager"]
+        for tnet in peers.values():
+            ours = net.gradient(x, net.resolve(end))
+            assert np.linalg.norm(tnet.gradient(x) - ours) <= 1e-5 * np.linalg.norm(ours)

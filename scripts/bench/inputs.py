@@ -18,15 +18,19 @@ SAMPLE_SIZE = (575, 1024)  # (h, w) of the notebook's sky1024px.jpg
 OCTAVE_N, OCTAVE_SCALE, DREAM_STEPS = 4, 1.4, 10
 
 
-def prepare_model(model, workdir):
-    """(converted model dir, caffemodel it came from or None, one line saying which model)."""
+def prepare_model(model, workdir, prefer_default=True):
+    """(converted model dir, caffemodel it came from or None, one line saying which model).
+
+    Without model: the default converted model if there is one and prefer_default, else the random GoogLeNet.
+    """
     if model is not None and Path(model).is_file():
         return convert(model, workdir / "model"), Path(model), f"{model} (converted into a temporary directory)"
     if model is not None:
         return find_model(model), None, str(model)
     try:
-        default = find_model()
-        return default, None, f"{default} (the default converted model)"
+        if prefer_default:
+            default = find_model()
+            return default, None, f"{default} (the default converted model)"
     except ModelNotFoundError:
         pass
     sys.path.insert(0, str(REPO / "tests"))

@@ -71,12 +71,13 @@ def prime_sessions(net, end):
     return time.perf_counter() - t, (h, w)
 
 
-def bench_size(net, x, end, repeats, tnets, sgemm):
+def bench_size(net, x, end, repeats, tnets, sgemm=None):
     """Timings (seconds) of the three kinds of call at x's size, and of PyTorch's step and
     forward pass for each TorchNet in tnets ({variant: TorchNet}; forward only where its
-    time_forward is true) and of sgemm's matmul, each timed in turns with ours."""
-    steps = {"step": lambda: net.gradient(x, end), "custom": lambda: custom_step(net, x, end),
-             "sgemm": sgemm.call}
+    time_forward is true) and of sgemm's matmul (if given), each timed in turns with ours."""
+    steps = {"step": lambda: net.gradient(x, end), "custom": lambda: custom_step(net, x, end)}
+    if sgemm is not None:
+        steps["sgemm"] = sgemm.call
     forwards = {"fwd": lambda: net.forward(x, end)}
     for variant, tnet in tnets.items():
         steps[variant] = lambda tnet=tnet: tnet.gradient(x, end)
@@ -87,8 +88,9 @@ def bench_size(net, x, end, repeats, tnets, sgemm):
     r["step_warmup"], r["step"], r["step_best"] = steps["step"]
     r["custom_warmup"], r["custom"], _ = steps["custom"]
     r["fwd_warmup"], r["fwd"], _ = forwards["fwd"]
-    r["sgemm_gflops"] = sgemm.flops / steps["sgemm"][1] / 1e9
-    r["sgemm_best_gflops"] = sgemm.flops / steps["sgemm"][2] / 1e9
+    if sgemm is not None:
+        r["sgemm_gflops"] = sgemm.flops / steps["sgemm"][1] / 1e9
+        r["sgemm_best_gflops"] = sgemm.flops / steps["sgemm"][2] / 1e9
     if tnets:
         r["torch"] = {v: {"step": steps[v][1], "fwd": forwards[v][1] if v in forwards else None} for v in tnets}
     return r
