@@ -79,6 +79,7 @@ def convert(
         network = _caffe_network(source, prototxt)
     if names is not None:
         _check_labels(names, labels, network)
+    _check_blob_names(network)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -157,6 +158,19 @@ def _check_destination(out_dir, inputs):
     for path in inputs:
         if resolved in Path(path).resolve().parents:
             raise DeepDreamError(f"{path} is inside the output directory {out_dir}; choose another output directory")
+
+
+def _check_blob_names(network):
+    """Blob names become file names (file_stem): refuse ones no file system takes, before anything is written.
+
+    A fuzzed model put a NUL byte in a blob name, and open() raised ValueError mid-write.
+    """
+    for entry in network.blobs:
+        name = entry["name"]
+        bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+        if not name or bad is not None:
+            why = "is empty" if not name else f"holds the control character {bad!r}"
+            raise DeepDreamError(f"blob name {name!r} {why}; it cannot be a file name, rename it in the model")
 
 
 def _check_labels(names, path, network):

@@ -64,6 +64,11 @@ def differentiate(forward_nodes, weights, wrt, ends, rules=VJP):
         for name, dx in zip(node.input, dxs):
             if dx is not None and name in active:
                 cotangents.setdefault(name, []).append(dx)
+    if wrt not in cotangents:
+        # The ends reach wrt only through outputs with no gradient (a Dropout's mask read
+        # as its data, in a fuzzed model): nothing flows back to the image.
+        raise DeepDreamError(f"blob {', '.join(ends)!r} does not depend differentiably on {wrt!r}; "
+                             "nothing to differentiate")
     result = g.sum(cotangents[wrt])
     g.op("Identity", [result], outputs=[GRADIENT])
     backward = _seeded_last(prune(g.nodes, [GRADIENT]), seeds)

@@ -68,6 +68,13 @@ def _source(state, layer):
 
 def _alias(state, layer):
     """Split fans a blob out to renamed copies; Dropout is the identity at test time."""
+    # A fuzzed net may alias a blob nothing has written yet (or have no bottom at all):
+    # say so rather than fail on the lookup.
+    if layer.bottoms and layer.bottoms[0] == state.input:  # the input of an `input:` field
+        state.current.setdefault(state.input, state.input)
+    if not layer.bottoms or layer.bottoms[0] not in state.current:
+        blob = layer.bottoms[0] if layer.bottoms else None
+        raise CaffeFormatError(f"layer {layer.name!r} ({layer.type}) reads blob {blob!r} that no earlier layer writes")
     for top in layer.tops:
         state.current[top] = state.current[layer.bottoms[0]]
         if layer.type == "Dropout" and top not in state.visible:
@@ -115,6 +122,10 @@ def build_network(caffenet, deploy=None, supported=None):
     blobs_by_layer = {layer.name: layer.blobs for layer in caffenet.layers if layer.blobs}
     state = _State(structure.inputs)
     for layer in structure.layers:
+        # An empty top or bottom name is no blob (ONNX reads '' as "no tensor"); a fuzzed
+        # model had one and export failed on it.
+        if "" in layer.tops or "" in layer.bottoms:
+            raise CaffeFormatError(f"layer {layer.name!r} has an empty top or bottom name; name its blobs")
         if layer.type in STRUCTURAL:
             STRUCTURAL[layer.type](state, layer)
             continue
@@ -141,7 +152,20 @@ def build_network(caffenet, deploy=None, supported=None):
     targets = _main_outputs(state)
     kept = _needed(state.layers, targets)
     layers = []
+    available = {state.input}
     for layer, inputs, outputs in kept:
+        for blob in inputs:
+            # Only the image input and earlier layers' outputs exist at inference time: a
+            # data layer's other tops (its label) have no tensor in the converted graph.
+            if blob not in available:
+                raise CaffeFormatError(f"layer {layer.name!r} reads blob {blob!r}, which is not the image input "
+                                       "(a data layer's label?) nor an earlier layer's output")
+        if len(outputs) > 1:
+            # The forward builders write one output per layer; a second top (a Pooling's
+            # max mask, a Convolution's second bottom/top pair) has none to write.
+            raise UnsupportedLayerError(f"layer {layer.name!r} ({layer.type}) has {len(outputs)} tops; "
+                                        "only one is supported (e.g. no max pooling mask top)")
+        available.update(outputs)
         if supported is not None and layer.type not in supported:
             raise UnsupportedLayerError(
                 f"layer {layer.name!r} has unsupported type {layer.type!r}; "
@@ -204,8 +228,11 @@ def _weights(layer, blobs):
         if w.ndim != 4 or w.shape[0] != p["num_output"] or tuple(w.shape[2:]) != tuple(p["kernel"]):
             raise CaffeFormatError(f"layer {layer.name!r}: weight shape {w.shape} does not match its parameters")
         return (w,) + bias
-    if w.ndim >= 2:  # legacy 4-D dims (1, 1, out, in)
+    if w.ndim > 2 and all(d == 1 for d in w.shape[:-2]):  # legacy 4-D dims (1, 1, out, in)
         w = w.reshape(w.shape[-2], w.shape[-1])
+    if w.ndim != 2:  # anything else (e.g. a fuzzed (out, in, 1, 3)) cannot be reshaped to (out, in)
+        raise CaffeFormatError(f"layer {layer.name!r}: InnerProduct weight shape {blobs[0].shape} is not (out, in) "
+                               "or the legacy (1, 1, out, in)")
     if p["num_output"] not in w.shape:
         raise CaffeFormatError(f"layer {layer.name!r}: weight shape {blobs[0].shape} does not match num_output {p['num_output']}")
     return (w,) + bias

@@ -89,11 +89,17 @@ def _fits(node, reached):
     if node.op_type not in WINDOWED:
         return True
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    shape = reached[node.input[0]]
+    # A window over a constant (the image only in its weight slot, or a ConstantOfShape)
+    # has no reached shape, or one of too low a rank: it does not count as reached.
+    shape = reached.get(node.input[0])
+    if shape is None:
+        return False
     kernel = attrs.get("kernel_shape")
     if kernel is None:  # a Conv without kernel_shape takes it from its weight
         return True
     rank = len(kernel)
+    if len(shape) < 2 + rank:
+        return False
     pads = list(attrs.get("pads", [0] * 2 * rank))
     dilations = list(attrs.get("dilations", [1] * rank))
     for axis in range(rank):

@@ -318,6 +318,21 @@ def _positive(where, params, *fields):
     return params
 
 
+# No real network has a window, stride, pad or LRN size near this; fuzzed ones with
+# 2**32 - 1 allocate tens of GiB (an LRN window) or pool for minutes (a stride of 65536).
+MAX_SIZE = 4096
+
+
+def _bounded(where, params, *fields):
+    """params, once the fields named (ints or pairs) are all at most MAX_SIZE; else an error."""
+    for field in fields:
+        value = params[field]
+        if value is not None and max(value if isinstance(value, tuple) else (value,)) > MAX_SIZE:
+            raise CaffeFormatError(f"{where} has {field} {value}, above the largest supported ({MAX_SIZE}); "
+                                   "fix the network definition")
+    return params
+
+
 def _convolution(p, where):
     kernel = _pair(where, "kernel", p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"))
     if kernel is None:
@@ -333,6 +348,7 @@ def _convolution(p, where):
         "group": int(p.group),
         "axis": int(p.axis),
     }, "num_output", "kernel", "stride", "dilation", "group")
+    _bounded(where, params, "kernel", "stride", "pad", "dilation")
     if params["num_output"] % params["group"]:
         raise CaffeFormatError(f"{where} has num_output {params['num_output']}, which its group "
                                f"{params['group']} does not divide; fix the network definition")
@@ -353,7 +369,7 @@ def _pooling(p, where):
             raise CaffeFormatError(
                 f"{where} has no kernel_size (nor global_pooling); "
                 "fix the network definition")
-    return _positive(where, {
+    return _bounded(where, _positive(where, {
         "pool": _enum_name(p, "pool"),
         "kernel": kernel,
         "stride": _pair(where, "stride", _single(p, "stride"), _opt(p, "stride_h"),
@@ -362,16 +378,16 @@ def _pooling(p, where):
                      (0, 0), 0),
         "global_pooling": bool(p.global_pooling),
         "round_mode": _enum_name(p, "round_mode"),
-    }, "kernel", "stride")
+    }, "kernel", "stride"), "kernel", "stride", "pad")
 
 
 def _lrn(p, where):
     if p.local_size % 2 != 1:  # Caffe's LRNLayer checks it; 0 would divide by zero
         raise CaffeFormatError(f"{where} has local_size {p.local_size}, where Caffe takes an odd size; "
                                "fix the network definition")
-    return {"local_size": int(p.local_size), "alpha": _f32(p.alpha),
-            "beta": _f32(p.beta), "k": _f32(p.k),
-            "norm_region": _enum_name(p, "norm_region")}
+    return _bounded(where, {"local_size": int(p.local_size), "alpha": _f32(p.alpha),
+                            "beta": _f32(p.beta), "k": _f32(p.k),
+                            "norm_region": _enum_name(p, "norm_region")}, "local_size")
 
 
 def _concat(p, where):

@@ -34,6 +34,9 @@ _HELD = {"Split", "Pad"}
 _HOLD_DOMAIN = "deepdream_onnx.held"
 # Ops with a sliding window: kernel_shape, strides, dilations, pads (and a Conv's group).
 _WINDOWED = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
+# The largest window, stride, pad, dilation or LRN size taken: no real network comes near
+# it, and fuzzed ones near 2**32 allocate tens of GiB or pool for minutes.
+_MAX_SIZE = 4096
 _IMAGE_SHAPE = "one image input of shape N x C x H x W (C = 1 or 3, N = 1 or symbolic)"
 
 
@@ -342,6 +345,11 @@ def _check_windows(path, nodes, weights):
     its weight (ONNX's shape inference refuses them too; the checker does not look): the geometry
     and gradient rules index them axis by axis."""
     for node in nodes:
+        if node.op_type == "LRN":
+            size = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "size"), 1)
+            if not isinstance(size, int) or size > _MAX_SIZE:
+                raise OnnxFormatError(f"{path}: node {onnx_passes.where(node)} (LRN) has size {size}, above the "
+                                      f"largest supported ({_MAX_SIZE}); export the model again")
         if node.op_type not in _WINDOWED:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -355,6 +363,8 @@ def _check_windows(path, nodes, weights):
                 value = list(attrs.get(name, [least] * length))
                 if len(value) != length or any(v < least for v in value):
                     problem = f"{name} {value} (a {rank}-D window takes {length} values of {least} or more)"
+                elif any(v > _MAX_SIZE for v in value):
+                    problem = f"{name} {value}, above the largest supported ({_MAX_SIZE})"
         group = attrs.get("group", 1)
         if node.op_type.startswith("Conv") and group < 1:
             problem = f"group {group}"
