@@ -32,6 +32,22 @@ FORMATS = {
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 PARAMS_KEY = "deepdream"  # the PNG tEXt keyword holding the parameters as JSON
 
+
+class NotAnImageError(DeepDreamError):
+    """A file Pillow cannot identify as any image format."""
+
+
+class TooManyPixelsError(DeepDreamError):
+    """An image whose header gives more pixels than allowed (a possible decompression bomb).
+
+    size (width, height) and limit are kept, so that a front end can word its own message.
+    """
+
+    def __init__(self, message, size=None, limit=None):
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+
 # Pillow's decompression-bomb limit is a module global; swapping it is serialized so that
 # concurrent loads in one process do not see each other's limits.
 _limit_lock = threading.Lock()
@@ -50,21 +66,33 @@ def load_image(path, max_pixels=None):
     Raises DeepDreamError (one line) for a missing file or a file that is not an image.
     """
     path = Path(path)
+    return _load_limited(path, path, max_pixels)
+
+
+def load_image_bytes(data, max_pixels=None, name="image"):
+    """load_image for the bytes of an image file (an upload), named name in the messages.
+
+    The pixel limit is checked on the size in the file's header, before anything is decoded.
+    """
+    return _load_limited(io.BytesIO(data), name, max_pixels)
+
+
+def _load_limited(source, name, max_pixels):
     # Pillow checks its global limit while opening and decoding (warning between 1x and
     # 2x, raising above); we lift it for the duration and apply one rule of our own.
     with _limit_lock:
         limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else (max_pixels or None)
         with _pillow_limit(None):
-            return _load(path, limit)
+            return _load(source, name, limit)
 
 
-def _load(path, limit):
+def _load(source, path, limit):
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             _check_pixels(path, im.size, limit)
             return _to_rgb8(ImageOps.exif_transpose(im))
     except UnidentifiedImageError:
-        raise DeepDreamError(f"{path} is not an image (Pillow cannot identify it)") from None
+        raise NotAnImageError(f"{path} is not an image (Pillow cannot identify it)") from None
     except OSError as e:
         if e.errno is not None:  # the file itself: missing, a directory, no permission
             raise DeepDreamError(f"cannot read {path}: {e.strerror}") from None
@@ -86,9 +114,10 @@ def _pillow_limit(value):
 def _check_pixels(path, size, limit):
     w, h = size
     if limit is not None and w * h > limit:
-        raise DeepDreamError(
+        raise TooManyPixelsError(
             f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
-            f"(a possible decompression bomb); raise the limit (--max-pixels) if you trust it"
+            f"(a possible decompression bomb); raise the limit (--max-pixels) if you trust it",
+            size=(w, h), limit=limit,
         )
 
 

@@ -8,6 +8,7 @@ import ctypes.util
 import difflib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -78,6 +79,9 @@ class Net:
         self.labels = self._read_labels()
         self.device, self._providers = select_device(device)
         self._sessions = {}
+        # Sessions run from several threads at once (the web studio's workers), but they are
+        # built lazily: the lock keeps two threads from building the same one.
+        self._creating = threading.Lock()
         self._fits = set()      # (blob, h, w) that check_input_size found to fit
         self._forward = None
 
@@ -223,13 +227,16 @@ class Net:
     def _session(self, ends, kind):
         """The session for (ends, kind): exported files for one blob, built in memory for several."""
         key = (ends, kind)
-        if key not in self._sessions:
-            options = session_options(self.threads)
-            if len(ends) == 1:
-                model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
-            else:
-                model = self._combined_models(ends)[kind].SerializeToString()
-            self._sessions[key] = ort.InferenceSession(model, options, providers=self._providers)
+        with self._creating:
+            return self._sessions.get(key) or self._build_session(key)
+
+    def _build_session(self, key):
+        ends, kind = key
+        if len(ends) == 1:
+            model = str(self.model_dir / self._entries[ends[0]]["models"][kind])
+        else:
+            model = self._combined_models(ends)[kind].SerializeToString()
+        self._sessions[key] = ort.InferenceSession(model, session_options(self.threads), providers=self._providers)
         return self._sessions[key]
 
     def _combined_models(self, ends):
