@@ -1,0 +1,189 @@
+"""dream_video: the notebook's deepdream on every frame of a video, each frame starting from
+the current input frame plus a share of the previous frame's dream, carried along the motion.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deepdream_onnx import images, paths
+from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.progress import Progress
+from deepdream_onnx.recipe import dream
+from deepdream_onnx.video import flow as flows
+from deepdream_onnx.video import media
+from deepdream_onnx.video.frames import WorkDir
+
+DEFAULT_END = "inception_4c/output"  # deepdream's
+CYCLE_EVERY = 24  # frames per layer when cycling: one second of film
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: Path                 # the video written
+    frames: int
+    fps: Fraction
+    size: Tuple[int, int]      # (width, height)
+    seed: int
+    work_dir: Optional[Path]   # where the frames are, if kept
+
+
+def default_work_root():
+    """Where work directories go unless told: the user cache's video folder."""
+    return paths.cache_dir() / "video"
+
+
+def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True, start: float = 0.0,
+                duration: Optional[float] = None, size: Optional[Tuple[int, int]] = None, fps=None,
+                cycle: Optional[Sequence[Any]] = None, cycle_every: int = CYCLE_EVERY, seed: Optional[int] = None,
+                work_root=None, keep_frames: bool = False, audio: bool = True, params: Optional[dict] = None,
+                work_key: Any = None, progress: Any = None, objective: Optional[Callable] = None,
+                **dream_kwargs) -> VideoResult:
+    """Dream the video in_path into out_path, frame by frame; returns a VideoResult.
+
+    Frame t starts from input frame t plus blend x the detail (dream - input) of frame t-1,
+    warped along the optical flow from input t-1 to t (flow False: not warped; blend 0:
+    every frame alone); see deepdream_onnx.video.flow.  Each frame gets the random state
+    RandomState([seed, t]), so any frame can be recomputed alone.
+
+    in_path: the video file, or the media.Span check_video returned for it.
+    start, duration: the span in seconds (None: to the end); size (w, h) scales the
+    frames first; fps resamples (None: the input's).  The output has the span's frame
+    count, rate and size, and its audio; its format comes from out_path's extension
+    (media.OUTPUTS: .mp4, .mkv, .webm, .gif, .webp).
+    cycle: ends to switch between every cycle_every frames (DeepDreamAnim's layer
+    cycling), each an end or (end, objective); None dreams dream_kwargs' end throughout.
+    seed None: the one an earlier run of the same work directory used, or a new one.
+    Resumable: finished frames are PNGs in a work directory under work_root (default
+    default_work_root()) named from the input file and every parameter; the same call
+    continues after them, with the same result as a run never interrupted.  It is removed
+    when the video is written unless keep_frames.  The key does not see objective
+    callables: pass work_key (JSON-able) describing them.  params (a dict) is recorded in
+    every frame PNG, with the frame's own index, time, layer and seed.
+    progress: True (a progress bar), an object with update(n, status=...) such as
+    progress.Progress (one per finished frame; status also follows the steps), or a
+    callable(t, frames, seconds) called after each frame dreamt; either may raise to stop.
+    dream_kwargs: deepdream's (iter_n, octave_n, end, step_size, jitter, tile, ...), not rng.
+    """
+    if "rng" in dream_kwargs:
+        raise TypeError("dream_video draws each frame's random state from seed; it takes no rng")
+    if not 0 <= blend <= 1:
+        raise DeepDreamError(f"blend must be between 0 and 1, not {blend}")
+    if cycle is not None and not cycle:
+        raise DeepDreamError("cycle needs at least one layer")
+    if cycle and "end" in dream_kwargs:
+        raise TypeError("dream_video takes cycle or end, not both")
+    if int(cycle_every) < 1:
+        raise DeepDreamError(f"cycle_every must be at least 1, not {cycle_every}")
+    span = in_path if isinstance(in_path, media.Span) else check_video(in_path, out_path, start=start,
+                                                                       duration=duration, size=size, fps=fps)
+    out_path = Path(out_path)
+    stages = _stages(net, span, cycle, objective, dream_kwargs)
+    key = dict(layers=[end for end, _ in stages], cycle_every=int(cycle_every) if cycle else None,
+               objective=work_key, blend=blend, flow=bool(flow and blend), start=span.start, end=span.end, fps=str(span.fps),
+               size=list(span.size), seed=seed, model=getattr(net, "sha1", None),
+               dream={k: v for k, v in dream_kwargs.items() if not callable(v)})
+    work = WorkDir(default_work_root() if work_root is None else work_root, span.path, key)
+    seed = work.open(seed)
+
+    todo = [t for t in range(span.frames) if not work.done(t)]
+    bar = Progress(len(todo), label="video") if progress is True else None
+    report = bar if bar is not None else progress
+    try:
+        if todo:
+            _dream_frames(net, span, work, stages, seed, blend, flow, int(cycle_every), params, report, dream_kwargs)
+    finally:
+        if bar is not None:
+            bar.close()
+    media.write_video([work.frame_path(t) for t in range(span.frames)], out_path, span, audio=audio)
+    if not keep_frames:
+        work.remove()
+    return VideoResult(out_path, span.frames, span.fps, span.size, seed, work.path if keep_frames else None)
+
+
+def check_video(in_path, out_path, *, start=0.0, duration=None, size=None, fps=None) -> media.Span:
+    """Check the input span and the output before any work; returns the media.Span to dream,
+    which dream_video also takes in place of in_path (then start, duration, size, fps are its).
+    Raises DeepDreamError (one line): not a video, no video stream, a span beyond the end,
+    an unknown output extension, an output that is the input or cannot take the frame size.
+    """
+    in_path, out_path = Path(in_path), Path(out_path)
+    media.output_kind(out_path)
+    if not out_path.parent.is_dir():
+        raise DeepDreamError(f"output directory {out_path.parent} does not exist")
+    if out_path.exists() and in_path.exists() and os.path.samefile(in_path, out_path):
+        raise DeepDreamError(f"output {out_path} is the input; choose another output name")
+    span = media.open_span(in_path, start, duration, size, fps)
+    media.check_output(out_path, span.size)
+    return span
+
+
+def _stages(net, span, cycle, objective, dream_kwargs):
+    """[(end, objective)], each end resolved and checked against the frames' octaves."""
+    items = list(cycle) if cycle else [(dream_kwargs.pop("end", DEFAULT_END), objective)]
+    stages = []
+    w, h = span.size
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and (item[1] is None or callable(item[1])):
+            end, objective_k = item
+        else:
+            end, objective_k = item, objective
+        end = dream.check_dream_size(net, end, h, w, dream_kwargs.get("octave_n", 4),
+                                     dream_kwargs.get("octave_scale", 1.4), tile=dream_kwargs.get("tile", "auto"))
+        stages.append((end, objective_k))
+    return stages
+
+
+def _dream_frames(net, span, work, stages, seed, blend, use_flow, cycle_every, params, progress, dream_kwargs):
+    previous_input = previous_dream = None
+    for t, frame in enumerate(media.read_frames(span)):
+        if work.done(t):
+            previous_input, previous_dream = frame, None  # read back only if the next frame needs it
+            continue
+        began = time.monotonic()
+        start = frame
+        if blend > 0 and previous_input is not None:
+            if previous_dream is None:
+                previous_dream = _load(work, t - 1, span.size)
+            detail = np.float32(previous_dream) - np.float32(previous_input)
+            carried = flows.carry(detail, previous_input, frame, use_flow)
+            start = np.clip(np.float32(frame) + np.float32(blend) * carried, 0, 255)
+        end, objective = stages[(t // cycle_every) % len(stages)]
+        steps = _step_report(progress, t, span.frames)
+        result = dream.deepdream(net, start, end=end, objective=objective, rng=np.random.RandomState([seed, t]),
+                                 progress=steps, **dream_kwargs)
+        # What is saved is what the next frame continues from, so a resumed run, which can
+        # only read the PNG back, continues exactly as an uninterrupted one.
+        previous_dream = images.to_uint8(result)
+        previous_input = frame
+        work.save(t, previous_dream, dict(params or {}, frame=t, time=round(span.start + t / float(span.fps), 6),
+                                          layer=end, seed=seed))
+        seconds = time.monotonic() - began
+        if hasattr(progress, "update"):
+            per_frame = f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
+            progress.update(1, status=f"frame {t + 1}/{span.frames}, {per_frame} s/frame")
+        elif progress is not None:
+            progress(t, span.frames, seconds)
+
+
+def _step_report(progress, t, frames):
+    """What deepdream reports its steps to: the frame's line on a progress bar, or nothing."""
+    if not hasattr(progress, "update"):
+        return None
+
+    def step(octave, i, octave_n, iter_n):
+        progress.update(0, status=f"frame {t + 1}/{frames}: octave {octave + 1}/{octave_n} step {i + 1}/{iter_n}")
+    return step
+
+
+def _load(work, t, size):
+    frame = work.load(t)
+    if frame.shape[1::-1] != tuple(size):
+        raise DeepDreamError(f"{work.frame_path(t)} is {frame.shape[1]}x{frame.shape[0]}, not "
+                             f"{size[0]}x{size[1]}; delete the work directory {work.path}")
+    return frame
