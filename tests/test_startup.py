@@ -1,5 +1,6 @@
 """What each command line path imports, in a fresh interpreter: --help, --version, `layers`
-and argument errors import none of the heavy modules, and a one-layer dream no onnx.
+and argument errors import none of the heavy modules (nor the web extra), a one-layer
+dream no onnx, and a batch without --ray no Ray (nor deepdream_onnx.cluster).
 
 Heavy modules are imported where they are used (the commands), so that --help is instant;
 an import moved back to a module's top fails here.
@@ -14,7 +15,7 @@ import pytest
 
 from deepdream_onnx.cli.common import PILLOW_MAX_PIXELS
 
-HEAVY = ("numpy", "scipy", "PIL", "onnx", "onnxruntime")
+HEAVY = ("numpy", "scipy", "PIL", "onnx", "onnxruntime", "fastapi", "starlette", "pydantic", "uvicorn", "av", "cv2", "ray")
 
 MAIN = """\
 import json, sys
@@ -27,15 +28,25 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 
-def loaded(code, args, tmp_path):
-    """(status, stdout before the last line, the top-level packages loaded) of code run on args."""
+# As if the cluster extra were not installed: `import ray` raises ImportError.
+WITHOUT_RAY = "import sys\nsys.modules['ray'] = None\n" + MAIN
+
+
+def run_code(code, args, tmp_path):
+    """(status, stdout before the last line, stderr, every module loaded) of code run on args."""
     env = dict(os.environ, DEEPDREAM_ONNX_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-c", code, json.dumps([str(a) for a in args])], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     *out, last = r.stdout.splitlines()
     result = json.loads(last)
-    return result["status"], "\n".join(out), {name.partition(".")[0] for name in result["modules"]}
+    return result["status"], "\n".join(out), r.stderr, set(result["modules"])
+
+
+def loaded(code, args, tmp_path):
+    """(status, stdout before the last line, the top-level packages loaded) of code run on args."""
+    status, out, _, modules = run_code(code, args, tmp_path)
+    return status, out, {name.partition(".")[0] for name in modules}
 
 
 def heavy(packages):
@@ -47,13 +58,18 @@ def heavy(packages):
     (["dream", "--help"], 0),
     (["zoom", "--help"], 0),
     (["census", "--help"], 0),
+    (["gallery", "--help"], 0),
     (["fool", "--help"], 0),
+    (["video", "--help"], 0),
+    (["serve", "--help"], 0),
     (["--version"], 0),
     ([], 2),                                               # no command: the help, on stderr
     (["--no-such-flag"], 2),
     (["dream", "-o", "out.png", "--iters", "-1"], 2),
     (["dream", "-o", "out.png", "--end", "conv1:nan"], 2),
     (["classify"], 2),                                     # a missing argument
+    (["video", "in.mp4", "-o", "out.mp4", "--blend", "2"], 2),
+    (["serve", "--port", "70000"], 2),
     (["fool", "in.png", "-o", "out.png", "--target", "1", "--epsilon", "0"], 2),
     (["fool", "-o", "out.png", "--target", "1", "--from-noise", "--epsilon", "4"], 2),  # checked in the command
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
@@ -84,6 +100,44 @@ def test_a_one_layer_dream_runs_without_onnx(tmp_path, tiny_model_dir, tiny_end)
     assert status == 0 and out.is_file()
     assert "onnxruntime" in packages
     assert "onnx" not in packages
+
+
+def test_serve_without_the_web_extra_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from deepdream_onnx.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert main(["serve", "--model", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install deepdream-onnx[web]" in err and "fastapi" in err
+
+
+def batch_args(tmp_path, tiny_model_dir, tiny_end):
+    from PIL import Image
+
+    inputs = []
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (40, 32), (90, 120, 200)).save(tmp_path / name)
+        inputs.append(tmp_path / name)
+    return [*inputs, "-o", tmp_path / "out", "--model", tiny_model_dir, "--device", "cpu", "--end", tiny_end,
+            "--iters", "1", "--octaves", "1", "--seed", "0", "-q"]
+
+
+def test_a_batch_without_ray_loads_no_ray(tmp_path, tiny_model_dir, tiny_end):
+    status, _, _, modules = run_code(MAIN, ["dream", *batch_args(tmp_path, tiny_model_dir, tiny_end)], tmp_path)
+    assert status == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert "ray" not in modules
+    assert not any(m.startswith("deepdream_onnx.cluster") for m in modules)
+
+
+def test_ray_without_the_extra_is_a_one_line_error_naming_it(tmp_path, tiny_model_dir, tiny_end):
+    args = ["dream", *batch_args(tmp_path, tiny_model_dir, tiny_end), "--ray", "127.0.0.1:9"]
+    status, _, err, _ = run_code(WITHOUT_RAY, args, tmp_path)
+    assert status == 1
+    assert err == "deepdream-onnx: error: --ray needs Ray, which is not installed: pip install deepdream-onnx[cluster]\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_version(capsys):

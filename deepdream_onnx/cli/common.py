@@ -51,6 +51,58 @@ def add_running_params(g):
                         f"{PILLOW_MAX_PIXELS:,}); 0 means no limit")
 
 
+def add_cluster_params(g, help):
+    """--ray ADDRESS: the work on a Ray cluster (deepdream_onnx.cluster, imported only then); --threads."""
+    g.add_argument("--ray", metavar="ADDRESS", help=help + " (needs the cluster extra: "
+                   "pip install deepdream-onnx[cluster])")
+    g.add_argument("--threads", type=int_at_least(1), metavar="N",
+                   help="onnxruntime's threads per net (default: one per physical core here; with --ray 1 per "
+                        "worker, each worker taking N CPUs); the dreams depend on it (sums split by thread), so "
+                        "a --ray run equals a run here with the same --threads")
+
+
+def threads_of(args):
+    """The net's onnxruntime threads: --threads, else 1 on a cluster, else 0 (onnxruntime's choice).
+
+    A fixed count on a cluster, since what 0 means differs from machine to machine.
+    """
+    given = getattr(args, "threads", None)
+    return given if given else 1 if getattr(args, "ray", None) else 0
+
+
+def threads_param(args):
+    """{"threads": N} for the PNG parameters where the count was fixed (it changes the result), else {}."""
+    threads = threads_of(args)
+    return {"threads": threads} if threads else {}
+
+
+def open_cluster(stack, args, net, tasks):
+    """The cluster.jobs.Cluster that --ray names, entered on stack (an ExitStack); None without --ray.
+
+    tasks: how many pieces of work the command has for it.
+    """
+    if not args.ray:
+        return None
+    from deepdream_onnx.cluster.jobs import Cluster
+
+    def notify(message):
+        say_line(f"{PROG}: {message}")
+
+    return stack.enter_context(Cluster(args.ray, net, args.device, tasks, threads=threads_of(args),
+                                       notify=None if args.quiet else notify))
+
+
+def say_line(text):
+    """A line on stderr; on a terminal it first clears the line, where a progress bar may be drawn."""
+    clear = "\r\033[K" if sys.stderr.isatty() else ""
+    print(clear + text, file=sys.stderr)
+
+
+def running_on(net, cluster):
+    """What runs the network: the cluster's workers, or this machine's device."""
+    return cluster.describe() if cluster is not None else net.describe_device()
+
+
 def int_at_least(low):
     def parse(text):
         value = int(text)
@@ -105,7 +157,7 @@ def load_input(path, max_pixels):
 def load_net(args):
     from deepdream_onnx.runtime import load
 
-    return load(args.model, device=args.device)
+    return load(args.model, device=args.device, threads=threads_of(args))
 
 
 def load_manifest(args):

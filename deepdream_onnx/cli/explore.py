@@ -4,6 +4,7 @@ As in main.py, heavy modules are imported in the commands that use them, not her
 """
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from deepdream_onnx.cli.common import (
     PROG,
     Parser,
     UsageError,
+    add_cluster_params,
     add_running_params,
     add_step_params,
     check_output_file,
@@ -20,9 +22,11 @@ from deepdream_onnx.cli.common import (
     load_input,
     load_net,
     new_seed,
+    open_cluster,
     print_table,
-    say_device,
+    running_on,
     size_arg,
+    threads_param,
 )
 from deepdream_onnx.errors import DeepDreamError
 
@@ -33,6 +37,7 @@ examples:
   {PROG} classify photo.jpg --top 5                            what GoogLeNet's classifier sees
   {PROG} census --noise 20 --end inception_4c/output --chart census.png --csv census.csv
   {PROG} census --folder photos --end inception_3b/output --chart census.png
+  {PROG} census --noise 200 --ray auto --csv census.csv          the dreams on a Ray cluster
 """
 
 
@@ -46,7 +51,10 @@ def add_explore_commands(sub, model):
     g.add_argument("--seed", type=int, metavar="N",
                    help="random seed (default: a random one, recorded in PNG output)")
     running = Parser(add_help=False)
-    add_running_params(running.add_argument_group("running"))
+    g = running.add_argument_group("running")
+    add_running_params(g)
+    add_cluster_params(g, "dream on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto), "
+                     "with the same results as here")
     labels = Parser(add_help=False)
     labels.add_argument("--labels", metavar="FILE",
                         help="class names, one per line in class order (default: ImageNet's for a "
@@ -109,10 +117,16 @@ def run_gallery(args):
     ends = explore.check_ends(net, args.ends or explore.default_ends(net), *img.shape[:2],
                               args.octaves, args.octave_scale)
     seed = new_seed(args.seed)
-    say_device(net, args.quiet)
-    with Progress(len(ends) * args.octaves * args.iters, label="gallery",
-                  enabled=False if args.quiet else None) as bar:
-        items = explore.gallery(net, img, ends, seed=seed, progress=bar, **_explore_kwargs(args))
+    with contextlib.ExitStack() as stack:
+        cluster = open_cluster(stack, args, net, len(ends))
+        if not args.quiet:
+            print(f"{PROG}: {running_on(net, cluster)}", file=sys.stderr)
+        with Progress(len(ends) * args.octaves * args.iters, label="gallery",
+                      enabled=False if args.quiet else None) as bar:
+            if cluster is not None:
+                items = cluster.gallery(img, ends, seed, progress=bar, **_explore_kwargs(args))
+            else:
+                items = explore.gallery(net, img, ends, seed=seed, progress=bar, **_explore_kwargs(args))
     sheet = explore.contact_sheet(items, args.columns, args.size)
     params = _explore_params(args, net, seed, layers=ends, input=_input_name(args.input),
                              size=[int(img.shape[1]), int(img.shape[0])])
@@ -148,12 +162,19 @@ def run_census(args):
     end = dream.check_dream_size(net, args.end, classifier.side, classifier.side, args.octaves, args.octave_scale)
     seed = new_seed(args.seed)
     n = starts if isinstance(starts, int) else len(starts)
-    if not args.quiet:
-        what = f"{n} images from {args.folder}" if args.folder else f"{n} noise images"
-        print(f"{PROG}: census of {what} at {end}, seed {seed}; {net.describe_device()}", file=sys.stderr)
-    with Progress(n * args.octaves * args.iters, label="census", enabled=False if args.quiet else None) as bar:
-        result = explore.census(net, starts, end, labels=classifier.names, seed=seed, progress=bar,
-                                **_explore_kwargs(args))
+    with contextlib.ExitStack() as stack:
+        cluster = open_cluster(stack, args, net, n)
+        if not args.quiet:
+            what = f"{n} images from {args.folder}" if args.folder else f"{n} noise images"
+            print(f"{PROG}: census of {what} at {end}, seed {seed}; {running_on(net, cluster)}", file=sys.stderr)
+        with Progress(n * args.octaves * args.iters, label="census", enabled=False if args.quiet else None) as bar:
+            if cluster is not None:
+                if isinstance(starts, int):  # the noise explore.census would draw from seed
+                    starts = explore.noise_starts(n, classifier.side, _random_state(seed))
+                result = cluster.census(starts, end, classifier.names, seed, progress=bar, **_explore_kwargs(args))
+            else:
+                result = explore.census(net, starts, end, labels=classifier.names, seed=seed, progress=bar,
+                                        **_explore_kwargs(args))
     if args.csv:
         with images.atomic_write(args.csv) as f:
             f.write(result.csv_text().encode("utf-8"))
@@ -166,6 +187,12 @@ def run_census(args):
     return 0
 
 
+def _random_state(seed):
+    import numpy as np
+
+    return np.random.RandomState(seed)
+
+
 def _explore_kwargs(args):
     return dict(iter_n=args.iters, octave_n=args.octaves, octave_scale=args.octave_scale,
                 step_size=args.step_size, jitter=args.jitter, clip=args.clip)
@@ -174,7 +201,7 @@ def _explore_kwargs(args):
 def _explore_params(args, net, seed, **extra):
     return dict(program=PROG, version=__version__, command=args.command, iterations=args.iters,
                 octaves=args.octaves, octave_scale=args.octave_scale, step_size=args.step_size,
-                jitter=args.jitter, clip=args.clip, seed=seed, model_sha1=net.sha1, **extra)
+                jitter=args.jitter, clip=args.clip, seed=seed, model_sha1=net.sha1, **threads_param(args), **extra)
 
 
 def _input_name(path):

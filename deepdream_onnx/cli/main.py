@@ -1,5 +1,5 @@
 """The deepdream-onnx command line: dream, zoom, layers, convert (and cli_explore's gallery, classify,
-census; cli_fool's fool).
+census; cli_fool's fool; cli_serve's serve).
 
 Every check that can fail on the user's input (files, output paths, layer name, image
 size) runs before any computing, and every error is one line on stderr.
@@ -10,6 +10,7 @@ or onnxruntime, and a dream imports no onnx (tests/test_startup.py checks this).
 """
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -20,6 +21,7 @@ from deepdream_onnx.cli.common import (
     PROG,
     Parser,
     UsageError,
+    add_cluster_params,
     add_running_params,
     add_step_params,
     check_output_dir,
@@ -31,15 +33,23 @@ from deepdream_onnx.cli.common import (
     load_manifest,
     load_net,
     new_seed,
+    open_cluster,
     print_table,
+    running_on,
+    same_file,
     say_device,
+    say_line,
     size_arg,
+    threads_param,
 )
 from deepdream_onnx.cli.explore import add_explore_commands
 from deepdream_onnx.cli.fool import add_fool_command
+from deepdream_onnx.cli.serve import add_serve_command
+from deepdream_onnx.cli.video import add_video_command
 from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
 
 DEFAULT_END = "inception_4c/output"  # the notebook's
+BATCH_FORMATS = ("png", "jpg", "webp", "tif", "bmp")
 
 EXAMPLES = f"""\
 examples:
@@ -52,6 +62,8 @@ examples:
   {PROG} dream photo.jpg -o out.png --end inception_4c/output:1 --end inception_3b/output:0.5
   {PROG} dream -o bells.png --size 800x600 --concept dumbbell --laplacian
   {PROG} dream big.jpg -o big.png --tile 512      gradients in 512x512 tiles (default: auto)
+  {PROG} dream a.jpg b.png photos/ -o dreams/     many images, one loaded net; rerun to resume
+  {PROG} dream photos/ -o dreams/ --ray auto      the same on a Ray cluster (pip install deepdream-onnx[cluster])
   {PROG} zoom photo.jpg -o frames --frames 100 --gif zoom.gif
   {PROG} layers                                   the layers you can pass to --end
 """
@@ -111,8 +123,6 @@ def build_parser():
                        help="where to run the network (default: auto, CUDA if available)")
 
     dreaming = Parser(add_help=False)
-    dreaming.add_argument("input", nargs="?", metavar="IN",
-                          help="start image (any format Pillow reads); default: a built-in sky")
     g = dreaming.add_argument_group("the notebook's parameters")
     g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=_EndAction,
                    help=f"layer to maximize (default: {DEFAULT_END}; see `layers`; '_' may stand for '/'); "
@@ -124,7 +134,8 @@ def build_parser():
     g.add_argument("--guide", metavar="IMG",
                    help="guided dream: match the features of this image at --end (objective_guide)")
     g.add_argument("--seed", type=int, metavar="N",
-                   help="random seed for the jitter (default: a random one, recorded in PNG output)")
+                   help="random seed for the jitter (default: a random one, recorded in PNG output); "
+                        "in a batch each image's seed is derived from it and the image's file name")
     b = dreaming.add_argument_group("beyond the notebook")
     b.add_argument("--channel", type=_channel_list, action="extend", metavar="N[,N...]",
                    help="maximize only these channels of --end: 0.5 sum ||layer[N]||^2 (repeatable)")
@@ -145,17 +156,33 @@ def build_parser():
                         "images too large for about 1.5 GB, 0 never")
     add_running_params(dreaming.add_argument_group("running"))
 
-    p = sub.add_parser("dream", parents=[dreaming, model], help="dream on one image",
-                       description="Run the notebook's deepdream() on one image.",
+    p = sub.add_parser("dream", parents=[dreaming, model], help="dream on one image, or a batch",
+                       description="Run the notebook's deepdream() on one image, or on many with one loaded "
+                                   "net: several inputs or a folder make a batch, written into the directory -o "
+                                   "names, one output per input named after it.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="IN",
+                   help="start image (any format Pillow reads), or several, or folders of them (their image "
+                        "files, not subfolders); default: a built-in sky")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output image: .png (with the parameters in a tEXt chunk), .jpg, .webp, .tif, .bmp")
+                   help="output image: .png (with the parameters in a tEXt chunk), .jpg, .webp, .tif, .bmp; "
+                        "for a batch (several inputs, a folder, or OUT an existing directory or ending in /) "
+                        "a directory, created if missing")
+    batch = p.add_argument_group("batches and clusters")
+    batch.add_argument("--format", choices=BATCH_FORMATS, metavar="EXT",
+                       help="the outputs' format: " + ", ".join(BATCH_FORMATS) + " (default: png)")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="dream inputs whose output exists too (default: skip them, so a batch resumes)")
+    add_cluster_params(batch, "dream the batch on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto), "
+                         "with the same results as here")
     p.set_defaults(run=run_dream)
 
     p = sub.add_parser("zoom", parents=[dreaming, model], help="the notebook's zoom animation",
                        description="Dream, zoom in by --scale, dream again: one PNG per frame, "
                                    "resumable (frames already in DIR are kept).",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", nargs="?", metavar="IN",
+                   help="start image (any format Pillow reads); default: a built-in sky")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the frames 0000.png ...")
     p.add_argument("--frames", type=int_at_least(1), default=100, metavar="N",
                    help="number of frames (default: %(default)s)")
@@ -198,6 +225,8 @@ def build_parser():
     p.set_defaults(run=run_convert)
     add_explore_commands(sub, model)
     add_fool_command(sub, model)
+    add_serve_command(sub, model)
+    add_video_command(sub, model)
     return parser
 
 
@@ -255,6 +284,12 @@ def _tile(text):
 
 
 def run_dream(args):
+    args.input = args.inputs[0] if args.inputs else None
+    if _is_batch(args):
+        return _run_batch(args)
+    if args.format or getattr(args, "ray", None):
+        raise UsageError(f"--{'format' if args.format else 'ray'} is for a batch: give -o a directory "
+                         "(an existing one, or a name ending in /)")
     import numpy as np
 
     from deepdream_onnx import images
@@ -271,6 +306,91 @@ def run_dream(args):
     images.save_image(args.output, dream.display_image(result, args.clip),
                       _params(args, net, end, seed, img))
     return 0
+
+
+def _is_batch(args):
+    """Several inputs, a folder, or -o a directory: a batch (one input and -o a file: one dream)."""
+    out = args.output
+    return bool(args.inputs) and (len(args.inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
+                                  or Path(out).is_dir() or out.endswith(("/", os.sep)))
+
+
+def _run_batch(args):
+    """Dream every input into the directory args.output; 1 if any input failed, after the rest."""
+    from deepdream_onnx import images
+    from deepdream_onnx.progress import Progress
+    from deepdream_onnx.recipe import batch, dream, objectives
+
+    _check_combinations(args)
+    out_dir = Path(args.output)
+    if not out_dir.exists() and out_dir.suffix.lower() in images.FORMATS:
+        raise UsageError(f"a batch goes into a directory, and -o {args.output} names an image file; "
+                         "give -o DIR")
+    check_output_dir(out_dir)
+    items, problems = batch.plan(args.inputs, out_dir, "." + (args.format or "png"))
+    for path in (args.guide, args.labels):
+        if path and any(same_file(Path(item.output), Path(path)) for item in items):
+            raise UsageError(f"{path} would be overwritten by an output; choose another output directory")
+    guide = load_input(args.guide, args.max_pixels) if args.guide else None
+    net = load_net(args)
+    end = dream.resolve_end(net, objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends))
+    objective = _objective(args, net, end, guide)
+    seed = new_seed(args.seed)
+    settings = batch.Settings(seed, _dream_kwargs(args, end), objective, args.max_pixels,
+                              _params(args, net, end, seed, None))
+    todo = batch.pending(items, args.overwrite)
+    for problem in problems:
+        _print_error(problem)
+    with contextlib.ExitStack() as stack:
+        cluster = open_cluster(stack, args, net, len(todo)) if todo else None
+        out_dir.mkdir(exist_ok=True)
+        if not args.quiet:
+            print(f"{PROG}: {len(todo)} of {len(items)} images to dream into {out_dir}, seed {seed}; "
+                  f"{running_on(net, cluster)}", file=sys.stderr)
+        bar = stack.enter_context(Progress(len(todo), label="dream", enabled=False if args.quiet else None))
+        if cluster is not None:
+            outcomes = cluster.dream_batch(todo, settings)
+        else:
+            outcomes = batch.dream_local(net, todo, settings, lambda item: _StepStatus(bar, item.name))
+        failed = _save_outcomes(outcomes, bar)
+    if not args.quiet:
+        print(f"{PROG}: {_summary(len(todo) - failed, len(items) - len(todo), failed + len(problems))} "
+              f"in {out_dir}", file=sys.stderr)
+    return 1 if failed or problems else 0
+
+
+def _save_outcomes(outcomes, bar):
+    """Save each dreamed outcome, report each failed one; the number failed."""
+    from deepdream_onnx.recipe import batch
+
+    failed = 0
+    for outcome in outcomes:
+        if outcome.error is None:
+            batch.save(outcome)
+        else:
+            failed += 1
+            say_line(f"{PROG}: error: {' '.join(outcome.error.split())}")
+        bar.update(1, status=outcome.item.name)
+    return failed
+
+
+def _summary(written, skipped, failed):
+    parts = [f"{written} written"]
+    if skipped:
+        parts.append(f"{skipped} already there")
+    if failed:
+        parts.append(f"{failed} failed")
+    return ", ".join(parts)
+
+
+class _StepStatus:
+    """A dream's steps shown as the status of a batch's bar, which counts images."""
+
+    def __init__(self, bar, name):
+        self.bar, self.name = bar, name
+
+    def update(self, n=1, status=""):
+        self.bar.update(0, status=f"{self.name} {status}")
 
 
 def run_zoom(args):
@@ -340,15 +460,20 @@ def _prepare(args, seed):
 
     seed: the run's seed, which also draws a noise start image.
     """
-    from deepdream_onnx.recipe import dream, objectives
-
     _check_combinations(args)
     img = _start_image(args, seed)
     guide = load_input(args.guide, args.max_pixels) if args.guide else None
     net = load_net(args)
-    end = objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends)
-    end = dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
+    end = _resolve_end(args, net, img)
     return img, net, end, _objective(args, net, end, guide)
+
+
+def _resolve_end(args, net, img):
+    """The blob(s) to dream at, resolved and checked against every octave of img."""
+    from deepdream_onnx.recipe import dream, objectives
+
+    end = objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends)
+    return dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
 
 
 def _check_combinations(args):
@@ -446,11 +571,12 @@ def _params(args, net, end, seed, img, **extra):
     start = "(noise)" if args.noise or args.size else os.path.basename(args.input) if args.input else "(built-in sky)"
     return dict(
         program=PROG, version=__version__, input=start,
-        size=[int(img.shape[1]), int(img.shape[0])], layer=end, iterations=args.iters, octaves=args.octaves,
+        size=None if img is None else [int(img.shape[1]), int(img.shape[0])], layer=end,
+        iterations=args.iters, octaves=args.octaves,
         octave_scale=args.octave_scale, step_size=args.step_size, jitter=args.jitter, clip=args.clip,
         guide=os.path.basename(args.guide) if args.guide else None, seed=seed, model_sha1=net.sha1,
         **_objective_params(args), normalize="mean" if args.laplacian is None else f"laplacian:{args.laplacian}",
-        tile=args.tile, **extra,
+        tile=args.tile, **threads_param(args), **extra,
     )
 
 
