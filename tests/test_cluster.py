@@ -309,3 +309,33 @@ def test_no_socket_listens_beyond_loopback(cluster, photos, dream_args, tmp_path
     assert any(name.startswith("ray::") for name in names)  # the actors' own servers, seen while they ran
     beyond = sorted(s for s in cluster.sockets if not is_loopback(s[0]))
     assert beyond == [], beyond
+
+
+def test_a_video_on_the_cluster_equals_the_local_run(cluster, tiny_model_dir, tiny_end, tmp_path):
+    """--blend 0: each frame dreamed alone on a worker, saved to the same work directory as here."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from test_video import clip_frames, decoded, write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, clip_frames()[:12])
+    args = [clip, "--model", tiny_model_dir, "--end", tiny_end, "--iters", 2, "--octaves", 2, "--seed", 5,
+            "--blend", 0, "--keep-frames", "-q"]
+    local, seconds = run("video", *args, "-o", tmp_path / "local.mp4", "--work", tmp_path / "local",
+                         "--threads", 1)
+    print(f"\nlocal video: 12 frames in {seconds:.2f} s")
+    remote, seconds = run("video", *args, "-o", tmp_path / "ray.mp4", "--work", tmp_path / "ray",
+                          "--ray", cluster.address)
+    print(f"cluster video: 12 frames in {seconds:.2f} s (process start, joining, actors loading included)")
+    assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
+    (local_work,), (ray_work,) = (list((tmp_path / d).iterdir()) for d in ("local", "ray"))
+    assert local_work.name == ray_work.name  # the same work directory, so either continues the other
+    assert contents(ray_work) == contents(local_work) and len(list(ray_work.glob("*.png"))) == 12
+    ours, theirs = decoded(tmp_path / "ray.mp4")[0], decoded(tmp_path / "local.mp4")[0]
+    assert len(ours) == 12 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    assert (tmp_path / "ray.mp4").read_bytes() == (tmp_path / "local.mp4").read_bytes()
+
+    # Blending is sequential: refused on a cluster in one line, before any work.
+    r, _ = run("video", clip, "-o", tmp_path / "blend.mp4", "--model", tiny_model_dir, "--ray", cluster.address)
+    assert r.returncode == 2 and "use --blend 0 with --ray" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "blend.mp4").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 from deepdream_onnx.cli.common import (
     PROG,
     UsageError,
+    add_cluster_params,
     add_running_params,
     add_step_params,
     check_output_file,
@@ -20,8 +21,11 @@ from deepdream_onnx.cli.common import (
     load_input,
     load_net,
     new_seed,
+    open_cluster,
+    running_on,
     say_device,
     size_arg,
+    threads_param,
 )
 from deepdream_onnx.errors import DeepDreamError
 
@@ -34,6 +38,7 @@ examples:
   {PROG} video clip.mp4 -o dream.gif --fps 10 --size 320x180 --blend 0.7
   {PROG} video clip.mp4 -o dream.mp4 --cycle inception_3b/output,inception_4c/output --cycle-every 48
   {PROG} video clip.mp4 -o dream.mp4 --blend 0                every frame alone (flickers)
+  {PROG} video clip.mp4 -o dream.mp4 --blend 0 --ray auto     the same, frames on a Ray cluster
 """
 
 
@@ -94,7 +99,11 @@ def add_video_command(sub, model):
                    help="where the work directories of the frames go (default: the user cache's video folder)")
     v.add_argument("--keep-frames", action="store_true",
                    help="keep the frame PNGs (with the parameters in tEXt chunks) after writing OUT")
-    add_running_params(p.add_argument_group("running"))
+    running = p.add_argument_group("running")
+    add_running_params(running)
+    add_cluster_params(running, "dream the frames on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or "
+                                "auto), with --blend 0 only: blending is sequential, each frame continuing the "
+                                "one before")
     p.set_defaults(run=run_video)
 
 
@@ -153,6 +162,8 @@ def run_video(args):
         from deepdream_onnx import video
     except ImportError as e:
         raise DeepDreamError(str(e)) from None
+    import contextlib
+
     import numpy as np
 
     from deepdream_onnx.cli import main as cli  # the dream command's checks and parameters
@@ -188,7 +199,6 @@ def run_video(args):
         ends = [cli._resolve_end(as_dream, net, frame)]
         cycle, objective = None, cli._objective(as_dream, net, ends[0], guide)
         kwargs = cli._dream_kwargs(as_dream, ends[0])
-    say_device(net, args.quiet)
     seed = None if args.seed is None else new_seed(args.seed)
     cycle_every = args.cycle_every or video.CYCLE_EVERY
     params = cli._params(as_dream, net, ends[0], seed, frame, blend=args.blend, flow=args.flow,
@@ -197,11 +207,17 @@ def run_video(args):
     # What the work directory's name cannot see in the objective callables.
     work_key = dict(cli._objective_params(as_dream),
                     guide=frames.input_identity(args.guide) if args.guide else None,
-                    labels=frames.input_identity(args.labels) if args.labels else None)
-    result = video.dream_video(net, span, args.output, blend=args.blend, flow=args.flow, seed=seed,
-                               cycle=cycle, cycle_every=cycle_every, objective=objective, work_root=work_root,
-                               keep_frames=args.keep_frames, params=params, work_key=work_key,
-                               progress=None if args.quiet else True, **kwargs)
+                    labels=frames.input_identity(args.labels) if args.labels else None, **threads_param(args))
+    with contextlib.ExitStack() as stack:
+        cluster = open_cluster(stack, args, net, span.frames)
+        if cluster is None:
+            say_device(net, args.quiet)
+        elif not args.quiet:
+            print(f"{PROG}: {running_on(net, cluster)}", file=sys.stderr)
+        result = video.dream_video(net, span, args.output, blend=args.blend, flow=args.flow, seed=seed,
+                                   cycle=cycle, cycle_every=cycle_every, objective=objective, work_root=work_root,
+                                   keep_frames=args.keep_frames, params=params, work_key=work_key,
+                                   progress=None if args.quiet else True, cluster=cluster, **kwargs)
     if args.keep_frames and not args.quiet:
         print(f"{PROG}: frames kept in {result.work_dir}", file=sys.stderr)
     return 0
@@ -217,6 +233,9 @@ def _check_combinations(args):
         raise UsageError(f"--cycle gives the layers; it takes no --{'end' if args.ends else 'concept'}")
     if args.cycle_every is not None and not args.cycle:
         raise UsageError("--cycle-every is the frames per layer of --cycle; give --cycle too")
+    if args.ray and args.blend > 0:
+        raise UsageError("video blending is sequential (each frame continues the one before); "
+                         "use --blend 0 with --ray")
 
 
 def _check_pixels(size, max_pixels):

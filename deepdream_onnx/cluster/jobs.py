@@ -4,7 +4,8 @@ Each piece is what the local run does for that image or layer, with the same see
 
 - dream: batch.dream_one per input, its seed derived from the batch seed and its name;
 - gallery: explore.gallery at one layer, each layer starting from RandomState(seed);
-- census: start i dreamed from RandomState([seed, i]), as explore.census does.
+- census: start i dreamed from RandomState([seed, i]), as explore.census does;
+- video (blend 0): frame t dreamed alone from RandomState([seed, t]), as video.dream does.
 
 Inputs travel as the bytes of their files and results come back as arrays; only this
 machine reads and writes files.
@@ -80,6 +81,29 @@ class Cluster:
                           lambda task: task[1][0], progress, dream_kwargs)
         return explore.Census(end, names, [name for name, _ in starts],
                               [i for i, _ in pairs], [d for _, d in pairs])
+
+    def video_frames(self, todo, frames, stage, seed, dream_kwargs):
+        """(t, dreamed uint8 frame) for each frame index of todo, as they finish (not in order).
+
+        frames: (t, frame) for exactly the indices of todo, in that order, read only as
+        workers take them (a long video is never held whole); stage(t): (end, objective).
+        """
+        ray, frames = self.pool.ray, iter(frames)
+        shared, refs = ray.put(dream_kwargs), {}
+
+        def args_of(t):
+            while t not in refs:  # the pool takes new indices in order; a rerun finds its ref kept
+                index, frame = next(frames)
+                refs[index] = ray.put(frame)
+            end, objective = stage(t)
+            return refs[t], t, end, objective, seed, shared
+
+        for index, result in self.pool.run("video_frame", todo, args_of):
+            t = todo[index]
+            if isinstance(result, Exception):
+                raise ClusterError(_about(f"frame {t + 1}", result))
+            refs.pop(t, None)
+            yield t, result
 
     def _all(self, method, tasks, args_of, label_of, progress, dream_kwargs):
         """Every task's result in task order; the first failure ends it (a sheet or tally needs them all).

@@ -53,6 +53,15 @@ class Dreamer:
 
         return explore.gallery(self.net, img, [end], seed=seed, **dream_kwargs)[0][1]
 
+    def video_frame(self, frame, t, end, objective, seed, dream_kwargs):
+        """Video frame t dreamed alone (blend 0), as video.dream's loop does: RandomState([seed, t])."""
+        from deepdream_onnx import images
+        from deepdream_onnx.recipe import dream
+
+        result = dream.deepdream(self.net, frame, end=end, objective=objective,
+                                 rng=np.random.RandomState([seed, t]), **dream_kwargs)
+        return images.to_uint8(result)
+
     def census_one(self, start, index, end, labels, seed, dream_kwargs):
         """(input class, dream class) of census(seed)'s start number index, dreamed alone.
 

@@ -43,7 +43,7 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
                 cycle: Optional[Sequence[Any]] = None, cycle_every: int = CYCLE_EVERY, seed: Optional[int] = None,
                 work_root=None, keep_frames: bool = False, audio: bool = True, params: Optional[dict] = None,
                 work_key: Any = None, progress: Any = None, objective: Optional[Callable] = None,
-                **dream_kwargs) -> VideoResult:
+                cluster: Any = None, **dream_kwargs) -> VideoResult:
     """Dream the video in_path into out_path, frame by frame; returns a VideoResult.
 
     Frame t starts from input frame t plus blend x the detail (dream - input) of frame t-1,
@@ -68,12 +68,18 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
     progress: True (a progress bar), an object with update(n, status=...) such as
     progress.Progress (one per finished frame; status also follows the steps), or a
     callable(t, frames, seconds) called after each frame dreamt; either may raise to stop.
+    cluster: a deepdream_onnx.cluster.jobs.Cluster to dream the frames on its workers, for
+    blend 0 only (blending is sequential: each frame needs the one before); the frames equal
+    the local run's where the workers' threads equal net's.
     dream_kwargs: deepdream's (iter_n, octave_n, end, step_size, jitter, tile, ...), not rng.
     """
     if "rng" in dream_kwargs:
         raise TypeError("dream_video draws each frame's random state from seed; it takes no rng")
     if not 0 <= blend <= 1:
         raise DeepDreamError(f"blend must be between 0 and 1, not {blend}")
+    if cluster is not None and blend > 0:
+        raise DeepDreamError("video blending is sequential (each frame continues the one before); "
+                             "use blend 0 on a cluster")
     if cycle is not None and not cycle:
         raise DeepDreamError("cycle needs at least one layer")
     if cycle and "end" in dream_kwargs:
@@ -95,7 +101,9 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
     bar = Progress(len(todo), label="video") if progress is True else None
     report = bar if bar is not None else progress
     try:
-        if todo:
+        if todo and cluster is not None:
+            _dream_on_cluster(cluster, span, work, stages, seed, int(cycle_every), params, report, todo, dream_kwargs)
+        elif todo:
             _dream_frames(net, span, work, stages, seed, blend, flow, int(cycle_every), params, report, dream_kwargs)
     finally:
         if bar is not None:
@@ -161,14 +169,35 @@ def _dream_frames(net, span, work, stages, seed, blend, use_flow, cycle_every, p
         # only read the PNG back, continues exactly as an uninterrupted one.
         previous_dream = images.to_uint8(result)
         previous_input = frame
-        work.save(t, previous_dream, dict(params or {}, frame=t, time=round(span.start + t / float(span.fps), 6),
-                                          layer=end, seed=seed))
-        seconds = time.monotonic() - began
-        if hasattr(progress, "update"):
-            per_frame = f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
-            progress.update(1, status=f"frame {t + 1}/{span.frames}, {per_frame} s/frame")
-        elif progress is not None:
-            progress(t, span.frames, seconds)
+        _save(work, span, t, previous_dream, params, end, seed)
+        _report(progress, t, span.frames, time.monotonic() - began)
+
+
+def _dream_on_cluster(cluster, span, work, stages, seed, cycle_every, params, progress, todo, dream_kwargs):
+    """The frames of todo dreamed each alone (blend 0) on the cluster's workers, saved as they come."""
+    def stage(t):
+        return stages[(t // cycle_every) % len(stages)]
+
+    wanted = set(todo)
+    frames = (pair for pair in enumerate(media.read_frames(span)) if pair[0] in wanted)
+    began = time.monotonic()
+    for t, result in cluster.video_frames(todo, frames, stage, seed, dream_kwargs):
+        _save(work, span, t, result, params, stage(t)[0], seed)
+        _report(progress, t, span.frames, time.monotonic() - began)
+        began = time.monotonic()
+
+
+def _save(work, span, t, frame, params, end, seed):
+    work.save(t, frame, dict(params or {}, frame=t, time=round(span.start + t / float(span.fps), 6),
+                             layer=end, seed=seed))
+
+
+def _report(progress, t, frames, seconds):
+    if hasattr(progress, "update"):
+        per_frame = f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
+        progress.update(1, status=f"frame {t + 1}/{frames}, {per_frame} s/frame")
+    elif progress is not None:
+        progress(t, frames, seconds)
 
 
 def _step_report(progress, t, frames):
