@@ -8,6 +8,7 @@
     python scripts/benchmark.py --zoo [googlenet-9.onnx] [--model DIR|CAFFEMODEL] [--end BLOB] [--repeats 5]
     python scripts/benchmark.py --onnx FILE [--input-format caffe|torchvision] [--end BLOB]
         [--torch-model MODULE:ATTRIBUTE] [--repeats 5]
+    python scripts/benchmark.py --video [--model DIR|CAFFEMODEL] [--end BLOB]
 
 At each octave size the recipe produces (scipy.ndimage.zoom by 1/1.4, order=1, 4 octaves)
 it times, as medians of --repeats runs at the largest size (as many more at smaller
@@ -36,7 +37,9 @@ size, their medians and the ratio.  --onnx FILE times any imported classifier's 
 forward pass and custom step at the octave sizes its --end takes (default: the spatial
 blob two thirds of the way in), and with --torch-model the PyTorch model the file was
 exported from at the module the blob names (bench/imported.py, bench/torch_hook.py).
-Neither mode times the sgemm peak, the full dream or the N x N step.
+Neither mode times the sgemm peak, the full dream or the N x N step.  --video dreams a
+synthetic clip with and without flow blending and prints frames/s and the coherence
+factor (bench/video.py).
 """
 
 # ruff: noqa: E402  (the bench imports follow the sys.path line that finds them)
@@ -110,6 +113,9 @@ def parse_args(argv):
                        help="only time the Model Zoo's GoogLeNet (this googlenet-*.onnx, else one built from the random "
                             "GoogLeNet's weights) against the caffemodel's conversion, step for step")
     modes.add_argument("--onnx", metavar="FILE", help="only time this ONNX classifier, converted here")
+    modes.add_argument("--video", action="store_true",
+                       help="only time `video` on a synthetic clip, with and without flow blending, and print how much "
+                            "steadier blending makes it (needs the video extra)")
     p.add_argument("--input-format", choices=("caffe", "torchvision"),
                    help="with --onnx, the model's input convention (none for the zoo's GoogLeNet)")
     p.add_argument("--torch-model", metavar="MODULE:ATTRIBUTE",
@@ -140,7 +146,7 @@ def main(argv=None):
             lrn.print_candidates(torch, args.repeats)
             return 0
         with tempfile.TemporaryDirectory(prefix="deepdream-bench-") as workdir:
-            mode = run_zoo if args.zoo is not None else run_onnx if args.onnx else run
+            mode = run_zoo if args.zoo is not None else run_onnx if args.onnx else run_video if args.video else run
             mode(args, Path(workdir))
     except DeepDreamError as err:
         print(f"benchmark: {err}", file=sys.stderr)
@@ -148,6 +154,14 @@ def main(argv=None):
     print(f"\nbenchmark took {time.perf_counter() - started:.0f} s; this process's peak RSS {peak_rss_mb():.0f} MB; "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
+
+
+def run_video(args, workdir):
+    from bench.video import run_video as video
+
+    model_dir, _, model_note = prepare_model(args.model, workdir)
+    print(f"model: {model_note}")
+    video(Net(model_dir, device=args.device, threads=args.threads), args.end)
 
 
 def run(args, workdir):

@@ -371,3 +371,15 @@ def test_a_torch_model_steps_at_the_module_our_blob_names_with_our_gradient(impo
         for tnet in peers.values():
             ours = net.gradient(x, net.resolve(end))
             assert np.linalg.norm(tnet.gradient(x) - ours) <= 1e-5 * np.linalg.norm(ours)
+
+
+def test_the_video_mode_parses_alone_and_measures_coherence_on_the_tiny_net(benchmark, tiny_net, tiny_end):
+    assert benchmark.parse_args(["--video"]).video and benchmark.parse_args(["--video"]).end == "inception_4c/output"
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--video", "--onnx", "m.onnx"])
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from bench.video import run_video
+
+    # Small and quick; the factor is what the benchmark prints (flow blending steadier than frames alone).
+    assert run_video(tiny_net, tiny_end, size=(64, 48), iters=2, octaves=1) > 1

@@ -120,16 +120,6 @@ def dreamed(tiny_net, tiny_end, clip, out, work, **kwargs):
     return dream_video(tiny_net, clip, out, **kwargs)
 
 
-def warp_error(frames, inputs):
-    """Mean |frame t - frame t-1 warped by the input's flow from t to t-1|, over t."""
-    errors = []
-    for t in range(1, len(frames)):
-        back = flow.flow(flow.gray(inputs[t]), flow.gray(inputs[t - 1]))
-        moved = flow.warp(np.float32(frames[t - 1]), back)
-        errors.append(np.abs(np.float32(frames[t]) - moved).mean())
-    return float(np.mean(errors))
-
-
 # --------------------------------------------------------------------------- the output
 
 
@@ -161,7 +151,7 @@ def test_flow_blending_is_more_coherent_than_frames_alone(tiny_net, tiny_end, cl
     for name, kwargs in {"flow": {}, "no flow": dict(flow=False), "alone": dict(blend=0)}.items():
         work = tmp_path / name
         dreamed(tiny_net, tiny_end, clip, tmp_path / "out.mp4", work, keep_frames=True, **kwargs)
-        errors[name] = warp_error([images.load_image(p) for p in kept_frames(work)], inputs)
+        errors[name] = flow.warp_error([images.load_image(p) for p in kept_frames(work)], inputs)
     factor = errors["alone"] / errors["flow"]
     print(f"\nwarp error between consecutive frames: {errors}; flow blending is {factor:.2f}x more coherent")
     assert factor > 1.05

@@ -75,3 +75,18 @@ def carry(detail, previous_input, current_input, use_flow=True):
     backward = flow(g1, g0)
     forward = flow(g0, g1)
     return warp(detail, backward) * consistency(backward, forward)[..., np.newaxis]
+
+
+def warp_error(frames, inputs):
+    """How much consecutive frames disagree where the scene moved: the mean over t of
+    |frame t - frame t-1 pulled along the input's flow from t to t-1| (0..255 levels).
+
+    The measure of coherence that the tests and the benchmark use: frames dreamed alone
+    disagree more than frames that carry the previous dream along the flow.
+    """
+    errors = []
+    for t in range(1, len(frames)):
+        back = flow(gray(inputs[t]), gray(inputs[t - 1]))
+        moved = warp(np.float32(frames[t - 1]), back)
+        errors.append(np.abs(np.float32(frames[t]) - moved).mean())
+    return float(np.mean(errors))
