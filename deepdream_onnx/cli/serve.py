@@ -6,7 +6,6 @@ network, are imported in the command, so that --help stays light.
 
 import argparse
 import importlib.util
-import ipaddress
 import socket
 import sys
 import threading
@@ -53,7 +52,9 @@ def run_serve(args):
     from deepdream_onnx.web.app import create_app
 
     sock = _listen(args.host, args.port)
-    if not _is_loopback(args.host):
+    from deepdream_onnx.addresses import is_loopback
+
+    if not is_loopback(args.host):
         print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine can run dreams "
               "on it and see the results; there is no login", file=sys.stderr)
     app = create_app(args.model, device=args.device, workers=args.workers)
@@ -97,15 +98,6 @@ def _listen(host, port):
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.set_inheritable(True)
     return sock
-
-
-def _is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(given, bound):

@@ -10,11 +10,11 @@ for the machine's interface address, on which a cluster started with
 """
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
 
+from deepdream_onnx.addresses import is_loopback
 from deepdream_onnx.cluster import INSTALL, ClusterError
 
 DEFAULT_PORT = 6379          # `ray start --head`'s GCS port
@@ -70,15 +70,6 @@ def _last_started():
             return f.read().strip()
     except OSError:
         return None
-
-
-def is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def probe(host, port, timeout=PROBE_TIMEOUT):
