@@ -335,7 +335,59 @@ def test_a_video_on_the_cluster_equals_the_local_run(cluster, tiny_model_dir, ti
     assert len(ours) == 12 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
     assert (tmp_path / "ray.mp4").read_bytes() == (tmp_path / "local.mp4").read_bytes()
 
-    # Blending is sequential: refused on a cluster in one line, before any work.
-    r, _ = run("video", clip, "-o", tmp_path / "blend.mp4", "--model", tiny_model_dir, "--ray", cluster.address)
-    assert r.returncode == 2 and "use --blend 0 with --ray" in r.stderr and len(r.stderr.splitlines()) == 1
-    assert not (tmp_path / "blend.mp4").exists()
+
+def test_a_blended_video_on_the_cluster_runs_in_deterministic_resumable_segments(cluster, tiny_model_dir, tiny_end,
+                                                                                 tmp_path):
+    """--blend above 0: segments of --segment frames, each from --warmup frames before it, in parallel."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from test_video import clip_frames, decoded, write_clip
+
+    from deepdream_onnx import images
+    from deepdream_onnx.cli import video as cli_video
+    from deepdream_onnx.video import dream as video_dream
+
+    assert (cli_video.SEGMENT, cli_video.WARMUP) == (video_dream.SEGMENT, video_dream.WARMUP)
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, clip_frames()[:18])
+    common = [clip, "--model", tiny_model_dir, "--end", tiny_end, "--iters", 2, "--octaves", 2, "--seed", 5,
+              "--blend", 0.5, "--keep-frames", "-q"]
+    args = [*common, "--segment", 6, "--warmup", 2, "--ray", cluster.address]
+    results = []
+    for name in "ab":
+        r, seconds = run("video", *args, "-o", tmp_path / f"{name}.mp4", "--work", tmp_path / name)
+        print(f"\nsegmented video {name}: 18 frames in 3 segments in {seconds:.2f} s")
+        assert r.returncode == 0, r.stderr
+        (work,) = (tmp_path / name).iterdir()
+        assert len(list(work.glob("*.png"))) == 18 and len(decoded(tmp_path / f"{name}.mp4")[0]) == 18
+        results.append(work)
+    a, b = results
+    assert contents(a) == contents(b)  # deterministic: every frame byte-identical
+
+    # The first segment (no warm-up before frame 0) is the sequential run's own loop.
+    local, _ = run("video", *common, "--duration", 0.5, "-o", tmp_path / "local.mp4", "--work", tmp_path / "local",
+                   "--threads", 1)
+    assert local.returncode == 0, local.stderr
+    (local_work,) = (tmp_path / "local").iterdir()
+    assert local_work.name != a.name  # a segmented run keeps its own work directory
+    for t in range(6):
+        name = f"{t:06d}.png"
+        assert np.array_equal(images.load_image(a / name), images.load_image(local_work / name)), t
+
+    # Resume: a segment with holes continues from the finished frame before each (read back),
+    # one not started starts again from its warm-up; finished frames are never redone.
+    gone = [3, 8, 10, 12, 13, 14, 15, 16, 17]
+    for t in gone:
+        (b / f"{t:06d}.png").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in b.glob("*.png")}
+    r, seconds = run("video", *args, "-o", tmp_path / "b.mp4", "--work", tmp_path / "b")
+    print(f"resumed: {len(gone)} frames in {seconds:.2f} s")
+    assert r.returncode == 0, r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in b.glob("*.png") if p.name in kept} == kept
+    assert contents(b) == contents(a)
+
+    # --segment and --warmup are for --ray with --blend above 0: refused otherwise, in one line.
+    for extra in (["--segment", 6], ["--warmup", 2, "--ray", cluster.address, "--blend", 0]):
+        r, _ = run("video", clip, "-o", tmp_path / "c.mp4", "--model", tiny_model_dir, *extra)
+        assert r.returncode == 2 and "--ray and --blend above 0" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "c.mp4").exists()

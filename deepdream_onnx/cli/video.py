@@ -30,6 +30,7 @@ from deepdream_onnx.cli.common import (
 from deepdream_onnx.errors import DeepDreamError
 
 EXTRA = "pip install deepdream-onnx[video]"
+SEGMENT, WARMUP = 48, 8  # video.dream's SEGMENT and WARMUP, here without importing it (see startup)
 
 VIDEO_EXAMPLES = f"""\
 examples:
@@ -39,6 +40,7 @@ examples:
   {PROG} video clip.mp4 -o dream.mp4 --cycle inception_3b/output,inception_4c/output --cycle-every 48
   {PROG} video clip.mp4 -o dream.mp4 --blend 0                every frame alone (flickers)
   {PROG} video clip.mp4 -o dream.mp4 --blend 0 --ray auto     the same, frames on a Ray cluster
+  {PROG} video clip.mp4 -o dream.mp4 --ray auto --segment 96  blended, in segments of 96 frames on a cluster
 """
 
 
@@ -102,8 +104,16 @@ def add_video_command(sub, model):
     running = p.add_argument_group("running")
     add_running_params(running)
     add_cluster_params(running, "dream the frames on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or "
-                                "auto), with --blend 0 only: blending is sequential, each frame continuing the "
-                                "one before")
+                                "auto): with --blend 0 each frame alone, equal to the local run; with --blend "
+                                "above 0 in segments (see --segment)")
+    running.add_argument("--segment", type=int_at_least(1), metavar="N",
+                         help="with --ray and --blend above 0: frames per segment, each dreamed in order on one "
+                              f"worker, the segments in parallel (default: {SEGMENT}).  Deterministic, but not "
+                              "the sequential run: each segment starts with less carried detail, a seam that "
+                              "--warmup mostly hides; more segments, more parallelism and more seams")
+    running.add_argument("--warmup", type=int_at_least(0), metavar="K",
+                         help="with --ray and --blend above 0: frames dreamed before each segment and dropped, "
+                              f"so that it starts with carried detail (default: {WARMUP})")
     p.set_defaults(run=run_video)
 
 
@@ -209,7 +219,9 @@ def run_video(args):
                     guide=frames.input_identity(args.guide) if args.guide else None,
                     labels=frames.input_identity(args.labels) if args.labels else None, **threads_param(args))
     with contextlib.ExitStack() as stack:
-        cluster = open_cluster(stack, args, net, span.frames)
+        segment = args.segment or SEGMENT
+        tasks = -(-span.frames // segment) if args.blend > 0 else span.frames  # segments, or frames
+        cluster = open_cluster(stack, args, net, tasks)
         if cluster is None:
             say_device(net, args.quiet)
         elif not args.quiet:
@@ -217,7 +229,8 @@ def run_video(args):
         result = video.dream_video(net, span, args.output, blend=args.blend, flow=args.flow, seed=seed,
                                    cycle=cycle, cycle_every=cycle_every, objective=objective, work_root=work_root,
                                    keep_frames=args.keep_frames, params=params, work_key=work_key,
-                                   progress=None if args.quiet else True, cluster=cluster, **kwargs)
+                                   progress=None if args.quiet else True, cluster=cluster,
+                                   segment=args.segment, warmup=args.warmup, **kwargs)
     if args.keep_frames and not args.quiet:
         print(f"{PROG}: frames kept in {result.work_dir}", file=sys.stderr)
     return 0
@@ -233,9 +246,10 @@ def _check_combinations(args):
         raise UsageError(f"--cycle gives the layers; it takes no --{'end' if args.ends else 'concept'}")
     if args.cycle_every is not None and not args.cycle:
         raise UsageError("--cycle-every is the frames per layer of --cycle; give --cycle too")
-    if args.ray and args.blend > 0:
-        raise UsageError("video blending is sequential (each frame continues the one before); "
-                         "use --blend 0 with --ray")
+    for flag, value in (("--segment", args.segment), ("--warmup", args.warmup)):
+        if value is not None and not (args.ray and args.blend > 0):
+            raise UsageError(f"{flag} cuts a blended video into segments for a cluster; "
+                             "it takes --ray and --blend above 0")
 
 
 def _check_pixels(size, max_pixels):

@@ -6,6 +6,7 @@ Each piece is what the local run does for that image or layer, with the same see
 - gallery: explore.gallery at one layer, each layer starting from RandomState(seed);
 - census: start i dreamed from RandomState([seed, i]), as explore.census does;
 - video (blend 0): frame t dreamed alone from RandomState([seed, t]), as video.dream does.
+- video (blend above 0): a segment of frames dreamed in order by video.dream's own loop.
 
 Inputs travel as the bytes of their files and results come back as arrays; only this
 machine reads and writes files.
@@ -104,6 +105,27 @@ class Cluster:
                 raise ClusterError(_about(f"frame {t + 1}", result))
             refs.pop(t, None)
             yield t, result
+
+    def video_segments(self, firsts, frames_of, settings):
+        """(t, dreamed uint8 frame) for each frame a segment dreamed, a segment at a time as they finish.
+
+        firsts: each segment's first frame (those before it are its warm-up, not returned);
+        frames_of(i): segment i's [(t, input frame, kept)] for video.dream.dream_sequence,
+        built only when a worker takes it; settings: dream_sequence's other arguments.
+        """
+        ray = self.pool.ray
+        shared, refs = ray.put(settings), {}
+
+        def args_of(i):
+            if i not in refs:  # a rerun finds its ref kept
+                refs[i] = ray.put(frames_of(i))
+            return refs[i], firsts[i], shared
+
+        for index, result in self.pool.run("video_segment", list(range(len(firsts))), args_of):
+            if isinstance(result, Exception):
+                raise ClusterError(_about(f"the segment from frame {firsts[index] + 1}", result))
+            refs.pop(index, None)
+            yield from result
 
     def _all(self, method, tasks, args_of, label_of, progress, dream_kwargs):
         """Every task's result in task order; the first failure ends it (a sheet or tally needs them all).

@@ -1,9 +1,9 @@
 """Ray actors that each load the net once, and the loop that keeps them busy.
 
 A Dreamer runs the recipe's own functions (batch.dream_one, explore.gallery,
-explore.census) on its net, so a result is the one the local run computes.  An actor
-whose process dies is replaced (the new one loads the model from the object store)
-and its unfinished calls run again, up to RETRIES times; a dream is deterministic, so
+explore.census, video.dream's blending loop) on its net, so a result is the one the
+local run computes.  An actor whose process dies is replaced (the new one loads the
+model from the object store) and its unfinished calls run again, up to RETRIES times; a dream is deterministic, so
 a rerun gives the same image.
 """
 
@@ -61,6 +61,13 @@ class Dreamer:
         result = dream.deepdream(self.net, frame, end=end, objective=objective,
                                  rng=np.random.RandomState([seed, t]), **dream_kwargs)
         return images.to_uint8(result)
+
+    def video_segment(self, frames, first, settings):
+        """[(t, dreamed frame)] of a segment of a blended video, dreamed in order by video.dream's
+        own loop; the frames before first (the warm-up) are dreamed and dropped."""
+        from deepdream_onnx.video import dream as video
+
+        return [(t, result) for t, result in video.dream_sequence(self.net, frames, **settings) if t >= first]
 
     def census_one(self, start, index, end, labels, seed, dream_kwargs):
         """(input class, dream class) of census(seed)'s start number index, dreamed alone.

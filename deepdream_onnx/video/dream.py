@@ -21,6 +21,8 @@ from deepdream_onnx.video.frames import WorkDir
 
 DEFAULT_END = "inception_4c/output"  # deepdream's
 CYCLE_EVERY = 24  # frames per layer when cycling: one second of film
+SEGMENT = 48      # frames per segment of a blended video on a cluster
+WARMUP = 8        # frames dreamed before each segment (and dropped) so that it starts with carried detail
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
                 cycle: Optional[Sequence[Any]] = None, cycle_every: int = CYCLE_EVERY, seed: Optional[int] = None,
                 work_root=None, keep_frames: bool = False, audio: bool = True, params: Optional[dict] = None,
                 work_key: Any = None, progress: Any = None, objective: Optional[Callable] = None,
-                cluster: Any = None, **dream_kwargs) -> VideoResult:
+                cluster: Any = None, segment: Optional[int] = None, warmup: Optional[int] = None,
+                **dream_kwargs) -> VideoResult:
     """Dream the video in_path into out_path, frame by frame; returns a VideoResult.
 
     Frame t starts from input frame t plus blend x the detail (dream - input) of frame t-1,
@@ -68,18 +71,29 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
     progress: True (a progress bar), an object with update(n, status=...) such as
     progress.Progress (one per finished frame; status also follows the steps), or a
     callable(t, frames, seconds) called after each frame dreamt; either may raise to stop.
-    cluster: a deepdream_onnx.cluster.jobs.Cluster to dream the frames on its workers, for
-    blend 0 only (blending is sequential: each frame needs the one before); the frames equal
-    the local run's where the workers' threads equal net's.
+    cluster: a deepdream_onnx.cluster.jobs.Cluster to dream the frames on its workers.  Blend
+    0: each frame alone, equal to the local run's where the workers' threads equal net's.
+    Blend above 0 is sequential (each frame needs the one before), so the span is cut into
+    segments of segment frames (default SEGMENT), each dreamed in order on one worker,
+    starting warmup frames (default WARMUP) before its first frame; the warm-up's dreams are
+    dropped.  Segments run in parallel; the result is deterministic (the same on every run,
+    resumable alike) but not the sequential run's: each segment starts without the detail
+    carried from before its warm-up, a seam the warm-up mostly hides.  More segments: more
+    parallelism and more seams.  segment and warmup are part of the work directory's key.
     dream_kwargs: deepdream's (iter_n, octave_n, end, step_size, jitter, tile, ...), not rng.
     """
     if "rng" in dream_kwargs:
         raise TypeError("dream_video draws each frame's random state from seed; it takes no rng")
     if not 0 <= blend <= 1:
         raise DeepDreamError(f"blend must be between 0 and 1, not {blend}")
-    if cluster is not None and blend > 0:
-        raise DeepDreamError("video blending is sequential (each frame continues the one before); "
-                             "use blend 0 on a cluster")
+    segmented = cluster is not None and blend > 0
+    if not segmented and (segment is not None or warmup is not None):
+        raise DeepDreamError("segment and warmup cut a blended video (blend above 0) for a cluster; "
+                             "give a cluster and blend above 0, or neither")
+    segment = SEGMENT if segment is None else int(segment)
+    warmup = WARMUP if warmup is None else int(warmup)
+    if segment < 1 or warmup < 0:
+        raise DeepDreamError(f"segment must be at least 1 and warmup at least 0, not {segment} and {warmup}")
     if cycle is not None and not cycle:
         raise DeepDreamError("cycle needs at least one layer")
     if cycle and "end" in dream_kwargs:
@@ -94,6 +108,8 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
                objective=work_key, blend=blend, flow=bool(flow and blend), start=span.start, end=span.end, fps=str(span.fps),
                size=list(span.size), seed=seed, model=getattr(net, "sha1", None),
                dream={k: v for k, v in dream_kwargs.items() if not callable(v)})
+    if segmented:  # a segmented run's frames are not the sequential run's: its own directory
+        key["segments"] = dict(segment=segment, warmup=warmup)
     work = WorkDir(default_work_root() if work_root is None else work_root, span.path, key)
     seed = work.open(seed)
 
@@ -101,7 +117,10 @@ def dream_video(net, in_path, out_path, *, blend: float = 0.5, flow: bool = True
     bar = Progress(len(todo), label="video") if progress is True else None
     report = bar if bar is not None else progress
     try:
-        if todo and cluster is not None:
+        if todo and segmented:
+            _dream_segments(cluster, span, work, stages, seed, blend, flow, int(cycle_every), segment, warmup,
+                            params, report, dream_kwargs)
+        elif todo and cluster is not None:
             _dream_on_cluster(cluster, span, work, stages, seed, int(cycle_every), params, report, todo, dream_kwargs)
         elif todo:
             _dream_frames(net, span, work, stages, seed, blend, flow, int(cycle_every), params, report, dream_kwargs)
@@ -148,29 +167,52 @@ def _stages(net, span, cycle, objective, dream_kwargs):
 
 
 def _dream_frames(net, span, work, stages, seed, blend, use_flow, cycle_every, params, progress, dream_kwargs):
-    previous_input = previous_dream = None
-    for t, frame in enumerate(media.read_frames(span)):
-        if work.done(t):
-            previous_input, previous_dream = frame, None  # read back only if the next frame needs it
-            continue
+    def kept(t):  # a finished frame, read back only if the next frame needs it
+        return (lambda: _load(work, t, span.size)) if work.done(t) else None
+
+    frames = ((t, frame, kept(t)) for t, frame in enumerate(media.read_frames(span)))
+    began = time.monotonic()
+    for t, result in dream_sequence(net, frames, stages, seed, blend, use_flow, cycle_every, dream_kwargs,
+                                    steps_of=lambda t: _step_report(progress, t, span.frames)):
+        _save(work, span, t, result, params, _stage(stages, cycle_every, t)[0], seed)
+        _report(progress, t, span.frames, time.monotonic() - began)
         began = time.monotonic()
+
+
+def dream_sequence(net, frames, stages, seed, blend, use_flow, cycle_every, dream_kwargs, steps_of=None):
+    """(t, dreamed uint8 frame) for each frame not yet finished of frames, in order, each
+    continuing the one before: the blending loop of dream_video, run here or on a worker.
+
+    frames: (t, input frame, kept) for consecutive t; kept None: to dream; otherwise the
+    frame is finished and kept is its saved dream, or a callable returning it (called only
+    if the next frame needs it).  stages: [(end, objective)], switched every cycle_every
+    frames.  Frame t is dreamed from RandomState([seed, t]).  steps_of(t): what deepdream
+    reports frame t's steps to, or None.
+    """
+    previous_input = previous_dream = None
+    for t, frame, kept in frames:
+        if kept is not None:
+            previous_input, previous_dream = frame, kept
+            continue
         start = frame
         if blend > 0 and previous_input is not None:
-            if previous_dream is None:
-                previous_dream = _load(work, t - 1, span.size)
+            if callable(previous_dream):
+                previous_dream = previous_dream()
             detail = np.float32(previous_dream) - np.float32(previous_input)
             carried = flows.carry(detail, previous_input, frame, use_flow)
             start = np.clip(np.float32(frame) + np.float32(blend) * carried, 0, 255)
-        end, objective = stages[(t // cycle_every) % len(stages)]
-        steps = _step_report(progress, t, span.frames)
+        end, objective = _stage(stages, cycle_every, t)
         result = dream.deepdream(net, start, end=end, objective=objective, rng=np.random.RandomState([seed, t]),
-                                 progress=steps, **dream_kwargs)
+                                 progress=steps_of(t) if steps_of else None, **dream_kwargs)
         # What is saved is what the next frame continues from, so a resumed run, which can
         # only read the PNG back, continues exactly as an uninterrupted one.
         previous_dream = images.to_uint8(result)
         previous_input = frame
-        _save(work, span, t, previous_dream, params, end, seed)
-        _report(progress, t, span.frames, time.monotonic() - began)
+        yield t, previous_dream
+
+
+def _stage(stages, cycle_every, t):
+    return stages[(t // cycle_every) % len(stages)]
 
 
 def _dream_on_cluster(cluster, span, work, stages, seed, cycle_every, params, progress, todo, dream_kwargs):
@@ -185,6 +227,64 @@ def _dream_on_cluster(cluster, span, work, stages, seed, cycle_every, params, pr
         _save(work, span, t, result, params, stage(t)[0], seed)
         _report(progress, t, span.frames, time.monotonic() - began)
         began = time.monotonic()
+
+
+def segments(frames, segment, warmup, done):
+    """The segments of a segmented run still to dream: [(first, start, stop)], frames
+    first..stop-1 (the segment's, less those finished at its end) dreamed in order from
+    frame start: warmup frames before first (clamped at 0), or, where the segment's first
+    frames are finished, the last of them, continued from its saved dream.  done(t): frame
+    t is finished.  A segment with every frame finished is left out.
+    """
+    out = []
+    for first in range(0, frames, segment):
+        todo = [t for t in range(first, min(first + segment, frames)) if not done(t)]
+        if todo:
+            start = todo[0] - 1 if todo[0] > first else max(0, first - warmup)
+            out.append((first, start, todo[-1] + 1))
+    return out
+
+
+def _dream_segments(cluster, span, work, stages, seed, blend, use_flow, cycle_every, segment, warmup, params,
+                    progress, dream_kwargs):
+    """A blended video cut into segments, each dreamed in order on one of the cluster's workers."""
+    plan = segments(span.frames, segment, warmup, work.done)
+    reader = _Reader(span)
+
+    def frames_of(i):
+        first, start, stop = plan[i]
+        # Frames before first (the warm-up) are dreamed afresh, never read back: which of
+        # them are finished depends on which segment finished first.
+        later = min((s for _, s, _ in plan[i + 1:]), default=stop)
+        inputs = reader.take(start, stop, keep_from=min(later, stop))
+        return [(t, frame, _load(work, t, span.size) if t >= first and work.done(t) else None)
+                for t, frame in zip(range(start, stop), inputs)]
+
+    settings = dict(stages=stages, seed=seed, blend=blend, use_flow=use_flow, cycle_every=cycle_every,
+                    dream_kwargs=dream_kwargs)
+    began = time.monotonic()
+    for t, result in cluster.video_segments([first for first, _, _ in plan], frames_of, settings):
+        _save(work, span, t, result, params, _stage(stages, cycle_every, t)[0], seed)
+        _report(progress, t, span.frames, time.monotonic() - began)
+        began = time.monotonic()
+
+
+class _Reader:
+    """The span's input frames read once, in order, holding only those a later segment needs again."""
+
+    def __init__(self, span):
+        self._frames = enumerate(media.read_frames(span))
+        self._held = {}
+
+    def take(self, start, stop, keep_from):
+        """Input frames start..stop-1; those before keep_from are let go after."""
+        while stop - 1 not in self._held:
+            t, frame = next(self._frames)
+            self._held[t] = frame
+        frames = [self._held[t] for t in range(start, stop)]
+        for t in [t for t in self._held if t < keep_from]:
+            del self._held[t]
+        return frames
 
 
 def _save(work, span, t, frame, params, end, seed):
