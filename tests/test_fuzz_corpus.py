@@ -6,12 +6,7 @@ must succeed or raise a DeepDreamError of one line (naming the file, for a reade
 convert() leaves nothing in the output's folder.  The seeds must also pass their own reader and
 convert(), so that the fuzzer starts from valid models.
 
-tests/fuzz_corpus/open holds inputs on which convert() still fails past the readers (in graph/ or
-converter.py; each file is named after where and why): the readers must take them as above, and
-convert() is an expected failure until that code is fixed.  convert() is not run on open heavy-*
-ones: it allocates tens of GiB or runs for minutes (replay them with scripts/fuzz_readers.py
---replay, whose worker has a memory limit and a timeout).  Fixed reproducers move up into the
-corpus, named after the cause they once had (the heavy-* ones there now stop in the readers).
+A reproducer is kept once its cause is fixed, named after that cause.
 """
 
 import importlib.util
@@ -22,8 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fuzz_corpus"
 FILES = sorted(p for p in CORPUS.iterdir() if p.is_file())
-# open/ may be empty, and git keeps no empty folder.
-OPEN = sorted(p for p in (CORPUS / "open").iterdir() if p.is_file()) if (CORPUS / "open").is_dir() else []
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +45,3 @@ def test_corpus_is_small():
     assert sum(sizes.values()) < 1 << 20 and max(sizes.values()) < 64 << 10, sizes
     kinds = {p.suffix for p in FILES}
     assert {".caffe", ".prototxt", ".onnx"} <= kinds and ".caffemodel" not in kinds  # .gitignore leaves .caffemodel out
-
-
-@pytest.mark.parametrize("path", OPEN, ids=[p.name for p in OPEN])
-def test_open_failure(fuzz, path, tmp_path):
-    failure = None
-    for target, data, prototxt in fuzz.replay_jobs(path):
-        if target == "convert" and path.name.startswith("heavy-"):
-            continue
-        outcome = fuzz.run_case(target, data, tmp_path, prototxt)
-        if target != "convert":
-            assert outcome.status in ("ok", "error"), f"{target}: {outcome.kind}: {outcome.message}\n{outcome.trace}"
-        elif outcome.status == "fail":
-            failure = f"convert(): {outcome.kind}: {outcome.message} at {outcome.where}"
-    if failure:
-        pytest.xfail(failure)
