@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from onnx_check import check_vjp
 
 import deepdream_onnx
-from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.graph.builder import FLOAT, make_model
 from deepdream_onnx.graph.gradient import GRADIENT, SEED, differentiate
 from deepdream_onnx.graph.input_format import TORCHVISION
@@ -190,3 +190,50 @@ def test_the_command_line_converts_an_onnx_file_and_dreams_with_it(tmp_path):
                  "--iters", "2", "--octaves", "2", "-o", out, "--quiet")
     assert dreamt.returncode == 0, dreamt.stderr
     assert out.is_file()
+
+
+def test_a_prototxt_with_an_onnx_file_is_refused(tmp_path):
+    path = onnx_models.write(onnx_models.vgg_like(num_classes=10), tmp_path / "vgg.onnx")
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text("name: 'x'\n")
+    with pytest.raises(DeepDreamError, match="is an ONNX model: a prototxt describes Caffe models only"):
+        deepdream_onnx.convert(path, tmp_path / "model", prototxt=prototxt, input_format_name="torchvision")
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_grayscale_model_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["image", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         onnx.helper.make_node("Relu", ["c"], ["r"])],
+        "gray", [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 1, 32, 32])],
+        [onnx.helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [1, 4, 32, 32])],
+        [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = onnx_models.write(model, tmp_path / "gray.onnx")
+    with pytest.raises(DeepDreamError, match="takes 1-channel images; only RGB/BGR models can dream"):
+        deepdream_onnx.convert(path, tmp_path / "model", input_format_name="caffe")
+    assert not (tmp_path / "model").exists()
+
+
+def test_an_unreadable_source_is_a_one_line_error(tmp_path):
+    with pytest.raises(DeepDreamError, match="cannot read .*; check the path"):
+        deepdream_onnx.convert(tmp_path, tmp_path / "model")  # a folder, not a file
+
+
+def test_sizes_are_checked_against_the_measured_geometry(torch_style):
+    name, _, net = torch_style
+    small = net.spatial_blobs[-1]
+    min_h, min_w = net.info(small)["min_size"]
+    if min_h > 1:
+        with pytest.raises(InputSizeError, match="too small for blob"):
+            net.forward(np.zeros((1, 3, min_h - 1, min_w), np.float32), small)
+    net.forward(np.zeros((1, 3, min_h, min_w), np.float32), small)
+    fixed = [b for b in net.manifest["blobs"] if b["fixed_size"]]
+    # A classifier behind global pooling takes any size; one behind Flatten (VGG's) only its own.
+    assert bool(fixed) == (name == "vgg_like"), name
+    for entry in fixed:
+        with pytest.raises(InputSizeError, match=r"input only \(it is behind the classifier\)"):
+            net.forward(np.zeros((1, 3, 200, 240), np.float32), entry["name"])
+        net.forward(np.zeros((1, 3, *entry["fixed_size"]), np.float32), entry["name"])
