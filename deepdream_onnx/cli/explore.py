@@ -29,6 +29,7 @@ from deepdream_onnx.cli.common import (
     threads_param,
 )
 from deepdream_onnx.errors import DeepDreamError
+from deepdream_onnx.recipe import DEFAULT_END
 
 EXPLORE_EXAMPLES = f"""\
 examples:
@@ -92,7 +93,7 @@ def add_explore_commands(sub, model):
     source.add_argument("--folder", metavar="DIR", help="dream the images in DIR (files that are not images are skipped)")
     source.add_argument("--noise", type=int_at_least(1), metavar="N",
                         help="dream N uniform-noise images from --seed (the default, with N=10)")
-    p.add_argument("--end", default="inception_4c/output", metavar="LAYER",
+    p.add_argument("--end", default=DEFAULT_END, metavar="LAYER",
                    help="layer to dream at (default: %(default)s)")
     p.add_argument("--chart", metavar="PNG", help="also draw the tally as a bar chart image")
     p.add_argument("--csv", metavar="FILE", help="also write the tally as CSV: class, name, inputs, dreams")

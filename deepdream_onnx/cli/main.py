@@ -11,12 +11,12 @@ or onnxruntime, and a dream imports no onnx (tests/test_startup.py checks this).
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 from pathlib import Path
 
 from deepdream_onnx import __version__
+from deepdream_onnx.cli import dream_args
 from deepdream_onnx.cli.common import (
     PROG,
     Parser,
@@ -40,15 +40,14 @@ from deepdream_onnx.cli.common import (
     say_device,
     say_line,
     size_arg,
-    threads_param,
 )
 from deepdream_onnx.cli.explore import add_explore_commands
 from deepdream_onnx.cli.fool import add_fool_command
 from deepdream_onnx.cli.serve import add_serve_command
 from deepdream_onnx.cli.video import add_video_command
 from deepdream_onnx.errors import BlobListError, DeepDreamError, InputSizeError, UnknownBlobError
+from deepdream_onnx.recipe import DEFAULT_END
 
-DEFAULT_END = "inception_4c/output"  # the notebook's
 BATCH_FORMATS = ("png", "jpg", "webp", "tif", "bmp")
 
 EXAMPLES = f"""\
@@ -124,7 +123,7 @@ def build_parser():
 
     dreaming = Parser(add_help=False)
     g = dreaming.add_argument_group("the notebook's parameters")
-    g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=_EndAction,
+    g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=dream_args.EndAction,
                    help=f"layer to maximize (default: {DEFAULT_END}; see `layers`; '_' may stand for '/'); "
                         "repeat it for several layers at once, each 0.5 ||layer||^2 times WEIGHT (default 1)")
     add_step_params(g)
@@ -137,7 +136,7 @@ def build_parser():
                    help="random seed for the jitter (default: a random one, recorded in PNG output); "
                         "in a batch each image's seed is derived from it and the image's file name")
     b = dreaming.add_argument_group("beyond the notebook")
-    b.add_argument("--channel", type=_channel_list, action="extend", metavar="N[,N...]",
+    b.add_argument("--channel", type=dream_args.channel_list, action="extend", metavar="N[,N...]",
                    help="maximize only these channels of --end: 0.5 sum ||layer[N]||^2 (repeatable)")
     b.add_argument("--concept", metavar="NAME|INDEX",
                    help="dream an ImageNet class: maximize its logit at the classifier (loss3/classifier), "
@@ -151,7 +150,7 @@ def build_parser():
     b.add_argument("--noise", action="store_true",
                    help="start from seeded grey noise instead of an image (640x480 unless --size)")
     b.add_argument("--size", type=size_arg, metavar="WxH", help="start from seeded grey noise of this size")
-    b.add_argument("--tile", type=_tile, default="auto", metavar="auto|0|N",
+    b.add_argument("--tile", type=dream_args.tile_arg, default="auto", metavar="auto|0|N",
                    help="compute the gradient in N x N tiles, bounding memory: auto (default) tiles "
                         "images too large for about 1.5 GB, 0 never")
     add_running_params(dreaming.add_argument_group("running"))
@@ -230,59 +229,6 @@ def build_parser():
     return parser
 
 
-def _end_spec(text):
-    """LAYER or LAYER:WEIGHT -> (layer, weight or None)."""
-    name, sep, weight = text.rpartition(":")
-    if not sep:
-        return text, None
-    try:
-        value = float(weight)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT, not {text!r}") from None
-    if not math.isfinite(value) or not name:
-        raise argparse.ArgumentTypeError(f"expected LAYER or LAYER:WEIGHT with a finite weight, not {text!r}")
-    return name, value
-
-
-class _EndAction(argparse.Action):
-    """--end, repeatable: args.ends collects the (layer, weight) pairs (weight None if not given).
-
-    (Parsed here rather than by type=, which argparse would also apply to the default.)
-    """
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        try:
-            name, weight = _end_spec(value)
-        except argparse.ArgumentTypeError as e:
-            raise argparse.ArgumentError(self, str(e)) from None
-        namespace.ends = (namespace.ends or []) + [(name, weight)]
-
-
-def _channel_list(text):
-    try:
-        channels = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected channel numbers such as 139 or 3,17, not {text!r}") from None
-    if not channels or min(channels) < 0:
-        raise argparse.ArgumentTypeError(f"expected channel numbers of at least 0, not {text!r}")
-    return channels
-
-
-def _tile(text):
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected auto, 0 (no tiles) or a tile size in pixels, not {text!r}")
-    return value
-
-
-# --------------------------------------------------------------------------- commands
-
-
 def run_dream(args):
     args.input = args.inputs[0] if args.inputs else None
     if _is_batch(args):
@@ -296,15 +242,15 @@ def run_dream(args):
     from deepdream_onnx.progress import Progress
     from deepdream_onnx.recipe import dream
 
-    check_output_file(args.output, _inputs(args))
+    check_output_file(args.output, dream_args.inputs(args))
     seed = new_seed(args.seed)
     img, net, end, objective = _prepare(args, seed)
     say_device(net, args.quiet)
     with Progress(args.octaves * args.iters, label="dream", enabled=False if args.quiet else None) as bar:
         result = dream.deepdream(net, img, objective=objective, rng=np.random.RandomState(seed),
-                                 progress=bar, **_dream_kwargs(args, end))
+                                 progress=bar, **dream_args.dream_kwargs(args, end))
     images.save_image(args.output, dream.display_image(result, args.clip),
-                      _params(args, net, end, seed, img))
+                      dream_args.png_params(args, net, end, seed, img))
     return 0
 
 
@@ -321,7 +267,7 @@ def _run_batch(args):
     from deepdream_onnx.progress import Progress
     from deepdream_onnx.recipe import batch, dream, objectives
 
-    _check_combinations(args)
+    dream_args.check_combinations(args)
     out_dir = Path(args.output)
     if not out_dir.exists() and out_dir.suffix.lower() in images.FORMATS:
         raise UsageError(f"a batch goes into a directory, and -o {args.output} names an image file; "
@@ -333,11 +279,11 @@ def _run_batch(args):
             raise UsageError(f"{path} would be overwritten by an output; choose another output directory")
     guide = load_input(args.guide, args.max_pixels) if args.guide else None
     net = load_net(args)
-    end = dream.resolve_end(net, objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends))
-    objective = _objective(args, net, end, guide)
+    end = dream.resolve_end(net, objectives.logits_blob(net) if args.concept is not None else dream_args.end_arg(args.ends))
+    objective = dream_args.objective(args, net, end, guide)
     seed = new_seed(args.seed)
-    settings = batch.Settings(seed, _dream_kwargs(args, end), objective, args.max_pixels,
-                              _params(args, net, end, seed, None))
+    settings = batch.Settings(seed, dream_args.dream_kwargs(args, end), objective, args.max_pixels,
+                              dream_args.png_params(args, net, end, seed, None))
     todo = batch.pending(items, args.overwrite)
     for problem in problems:
         _print_error(problem)
@@ -403,7 +349,7 @@ def run_zoom(args):
     if args.gif:
         if Path(args.gif).suffix.lower() not in images.ANIMATION_FORMATS:
             raise UsageError(f"unknown animation extension for {args.gif}; use .gif or .webp")
-        check_output_file(args.gif, _inputs(args), check_format=False)
+        check_output_file(args.gif, dream_args.inputs(args), check_format=False)
     # A resumed animation keeps the seed its first run drew, so the frames chain up.
     seed = new_seed(args.seed if args.seed is not None else _seed_of_frames(out_dir))
     img, net, end, objective = _prepare(args, seed)
@@ -411,8 +357,8 @@ def run_zoom(args):
     todo = len(dream.missing_frames(out_dir, args.frames))
     with Progress(todo * args.octaves * args.iters, label="zoom", enabled=False if args.quiet else None) as bar:
         frames = dream.zoom_frames(net, img, out_dir, frames=args.frames, s=args.scale, seed=seed,
-                                  params=_params(args, net, end, seed, img, scale=args.scale),
-                                  objective=objective, progress=bar, **_dream_kwargs(args, end))
+                                  params=dream_args.png_params(args, net, end, seed, img, scale=args.scale),
+                                  objective=objective, progress=bar, **dream_args.dream_kwargs(args, end))
     if args.gif:
         images.save_animation(frames, args.gif, args.duration)
     return 0
@@ -460,100 +406,12 @@ def _prepare(args, seed):
 
     seed: the run's seed, which also draws a noise start image.
     """
-    _check_combinations(args)
-    img = _start_image(args, seed)
+    dream_args.check_combinations(args)
+    img = dream_args.start_image(args, seed)
     guide = load_input(args.guide, args.max_pixels) if args.guide else None
     net = load_net(args)
-    end = _resolve_end(args, net, img)
-    return img, net, end, _objective(args, net, end, guide)
-
-
-def _resolve_end(args, net, img):
-    """The blob(s) to dream at, resolved and checked against every octave of img."""
-    from deepdream_onnx.recipe import dream, objectives
-
-    end = objectives.logits_blob(net) if args.concept is not None else _end_arg(args.ends)
-    return dream.check_dream_size(net, end, *img.shape[:2], args.octaves, args.octave_scale, tile=args.tile)
-
-
-def _check_combinations(args):
-    if args.concept is not None and (args.ends or args.channel or args.guide):
-        raise UsageError("--concept maximizes a class logit of the classifier; it takes no --end, --channel or --guide")
-    if args.labels and args.concept is None:
-        raise UsageError("--labels names the classes for --concept; give --concept too")
-    several = len(args.ends or []) > 1 or any(weight is not None for _, weight in args.ends or [])
-    if several and (args.channel or args.guide):
-        raise UsageError(f"--{'channel' if args.channel else 'guide'} takes one --end without a weight")
-    if args.channel and args.guide:
-        raise UsageError("--channel and --guide are two objectives; give one")
-    if (args.noise or args.size) and args.input:
-        raise UsageError(f"--{'size' if args.size else 'noise'} starts from noise; give no input image {args.input}")
-
-
-def _end_arg(ends):
-    """The --end values as deepdream's end: one layer, or {layer: weight} for several (or a weighted one)."""
-    if not ends:
-        return DEFAULT_END
-    if len(ends) == 1 and ends[0][1] is None:
-        return ends[0][0]
-    # A lone weight scales the gradient; each step normalizes its size away, but not its sign.
-    return {name: 1.0 if weight is None else weight for name, weight in ends}
-
-
-def _objective(args, net, end, guide):
-    from deepdream_onnx.labels import read_labels
-    from deepdream_onnx.recipe import objectives
-
-    try:
-        if args.concept is not None:
-            labels = read_labels(args.labels) if args.labels else None
-            return objectives.concept(net, args.concept, labels, end)[1]
-        if args.channel:
-            objectives.check_channels(net, end, args.channel)
-            return objectives.objective_channels(args.channel)
-    except DeepDreamError as e:
-        raise UsageError(str(e)) from None
-    return _guide_objective(net, guide, end)
-
-
-def _start_image(args, seed):
-    """The input image, the built-in sky, or (--noise, --size) seeded grey noise."""
-    import numpy as np
-
-    from deepdream_onnx import images
-    from deepdream_onnx.recipe import dream
-
-    if not (args.noise or args.size):
-        return load_input(args.input, args.max_pixels)
-    w, h = args.size or (640, 480)  # the built-in sky's size
-    limit = images.Image.MAX_IMAGE_PIXELS if args.max_pixels is None else args.max_pixels
-    if limit and w * h > limit:
-        raise UsageError(f"--size {w}x{h} is {w * h:,} pixels, more than the {limit:,} allowed; "
-                         "raise --max-pixels (0: no limit)")
-    return dream.noise_image(h, w, np.random.RandomState(seed))
-
-
-def _inputs(args):
-    return [p for p in (args.input, args.guide, args.labels) if p]
-
-
-def _dream_kwargs(args, end):
-    return dict(iter_n=args.iters, octave_n=args.octaves, octave_scale=args.octave_scale,
-                step_size=args.step_size, jitter=args.jitter, clip=args.clip, end=end,
-                normalize="mean" if args.laplacian is None else "laplacian", levels=args.laplacian or 4,
-                tile=args.tile)
-
-
-def _guide_objective(net, guide, end):
-    if guide is None:
-        return None
-    from deepdream_onnx.recipe import dream
-
-    try:
-        features = dream.guide_features(net, guide, end)
-    except InputSizeError as e:
-        raise InputSizeError(f"guide image: {e}") from None
-    return dream.objective_guide(features)
+    end = dream_args.resolve_end(args, net, img)
+    return img, net, end, dream_args.objective(args, net, end, guide)
 
 
 def _seed_of_frames(out_dir):
@@ -565,30 +423,6 @@ def _seed_of_frames(out_dir):
         return (images.read_png_params(first) or {}).get("seed")
     except (OSError, ValueError):
         return None
-
-
-def _params(args, net, end, seed, img, **extra):
-    start = "(noise)" if args.noise or args.size else os.path.basename(args.input) if args.input else "(built-in sky)"
-    return dict(
-        program=PROG, version=__version__, input=start,
-        size=None if img is None else [int(img.shape[1]), int(img.shape[0])], layer=end,
-        iterations=args.iters, octaves=args.octaves,
-        octave_scale=args.octave_scale, step_size=args.step_size, jitter=args.jitter, clip=args.clip,
-        guide=os.path.basename(args.guide) if args.guide else None, seed=seed, model_sha1=net.sha1,
-        **_objective_params(args), normalize="mean" if args.laplacian is None else f"laplacian:{args.laplacian}",
-        tile=args.tile, **threads_param(args), **extra,
-    )
-
-
-def _objective_params(args):
-    """What the PNG records beyond the notebook's parameters, only when it was used."""
-    params = {}
-    if args.channel:
-        params["channels"] = sorted(set(args.channel))
-    if args.concept is not None:
-        params["concept"] = args.concept
-        params["labels"] = os.path.basename(args.labels) if args.labels else None
-    return params
 
 
 if __name__ == "__main__":

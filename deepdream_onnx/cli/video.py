@@ -46,7 +46,7 @@ examples:
 
 def add_video_command(sub, model):
     """The video subcommand."""
-    from deepdream_onnx.cli.main import DEFAULT_END, _channel_list, _EndAction, _tile
+    from deepdream_onnx.cli.dream_args import DEFAULT_END, EndAction, channel_list, tile_arg
 
     p = sub.add_parser(
         "video", parents=[model], help="dream a video frame by frame, carried along its motion",
@@ -62,7 +62,7 @@ def add_video_command(sub, model):
                    help="the dreamed video, by extension: .mp4 or .mkv (H.264 + AAC), .webm (VP9 + Opus), "
                         ".gif or .webp (animated, no audio); the audio of the span is carried over")
     g = p.add_argument_group("the notebook's parameters (as for `dream`)")
-    g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=_EndAction,
+    g.add_argument("--end", dest="ends", metavar="LAYER[:WEIGHT]", action=EndAction,
                    help=f"layer to maximize (default: {DEFAULT_END}); repeat it for several layers at once")
     add_step_params(g)
     g.add_argument("--no-clip", dest="clip", action="store_false",
@@ -71,14 +71,14 @@ def add_video_command(sub, model):
     g.add_argument("--seed", type=int, metavar="N",
                    help="random seed; frame t uses (N, t) (default: a random one, kept for a resumed run)")
     b = p.add_argument_group("beyond the notebook (as for `dream`)")
-    b.add_argument("--channel", type=_channel_list, action="extend", metavar="N[,N...]",
+    b.add_argument("--channel", type=channel_list, action="extend", metavar="N[,N...]",
                    help="maximize only these channels of --end (repeatable)")
     b.add_argument("--concept", metavar="NAME|INDEX", help="dream an ImageNet class (see `dream --help`)")
     b.add_argument("--labels", metavar="FILE", help="class names for --concept, one per line in class order")
     b.add_argument("--laplacian", type=int_at_least(1), nargs="?", const=4, metavar="LEVELS",
                    help="normalize each step's gradient level by level of a Laplacian pyramid (default "
                         "levels: %(const)s)")
-    b.add_argument("--tile", type=_tile, default="auto", metavar="auto|0|N",
+    b.add_argument("--tile", type=tile_arg, default="auto", metavar="auto|0|N",
                    help="compute the gradient in N x N tiles: auto (default), 0 never")
     v = p.add_argument_group("video")
     v.add_argument("--blend", type=_share, default=0.5, metavar="F",
@@ -176,16 +176,16 @@ def run_video(args):
 
     import numpy as np
 
-    from deepdream_onnx.cli import main as cli  # the dream command's checks and parameters
+    from deepdream_onnx.cli import dream_args
     from deepdream_onnx.recipe import dream
     from deepdream_onnx.video import frames
 
     as_dream = _as_dream_args(args)
     _check_combinations(args)
-    cli._check_combinations(as_dream)
+    dream_args.check_combinations(as_dream)
     if not Path(args.input).is_file():
         raise UsageError(f"cannot read {args.input}: no such file")
-    check_output_file(args.output, cli._inputs(as_dream), check_format=False)
+    check_output_file(args.output, dream_args.inputs(as_dream), check_format=False)
     try:
         span = video.check_video(args.input, args.output, start=args.start, duration=args.duration,
                                  size=args.size, fps=args.fps)
@@ -202,20 +202,20 @@ def run_video(args):
     if args.cycle:
         ends = [dream.check_dream_size(net, name, h, w, args.octaves, args.octave_scale, tile=args.tile)
                 for name in args.cycle]
-        cycle, objective = [(end, cli._objective(as_dream, net, end, guide)) for end in ends], None
-        kwargs = cli._dream_kwargs(as_dream, None)
+        cycle, objective = [(end, dream_args.objective(as_dream, net, end, guide)) for end in ends], None
+        kwargs = dream_args.dream_kwargs(as_dream, None)
         del kwargs["end"]
     else:
-        ends = [cli._resolve_end(as_dream, net, frame)]
-        cycle, objective = None, cli._objective(as_dream, net, ends[0], guide)
-        kwargs = cli._dream_kwargs(as_dream, ends[0])
+        ends = [dream_args.resolve_end(as_dream, net, frame)]
+        cycle, objective = None, dream_args.objective(as_dream, net, ends[0], guide)
+        kwargs = dream_args.dream_kwargs(as_dream, ends[0])
     seed = None if args.seed is None else new_seed(args.seed)
     cycle_every = args.cycle_every or video.CYCLE_EVERY
-    params = cli._params(as_dream, net, ends[0], seed, frame, blend=args.blend, flow=args.flow,
+    params = dream_args.png_params(as_dream, net, ends[0], seed, frame, blend=args.blend, flow=args.flow,
                          fps=str(span.fps), start=span.start, duration=round(span.end - span.start, 6),
                          cycle=ends if args.cycle else None, cycle_every=cycle_every if args.cycle else None)
     # What the work directory's name cannot see in the objective callables.
-    work_key = dict(cli._objective_params(as_dream),
+    work_key = dict(dream_args.objective_params(as_dream),
                     guide=frames.input_identity(args.guide) if args.guide else None,
                     labels=frames.input_identity(args.labels) if args.labels else None, **threads_param(args))
     with contextlib.ExitStack() as stack:

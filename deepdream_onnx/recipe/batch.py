@@ -18,7 +18,7 @@ import numpy as np
 
 from deepdream_onnx import images
 from deepdream_onnx.errors import DeepDreamError
-from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import DEFAULT_END, dream
 
 # What a folder contributes: files Pillow reads by these extensions (a folder's other
 # files, notes or sidecars, are not inputs).  A file named on the command line is
@@ -159,7 +159,7 @@ def dream_one(net, item, data, settings, progress=None):
         img = images.load_image_bytes(data, settings.max_pixels, name=item.source)
         kwargs = dict(settings.dream_kwargs)
         h, w = img.shape[:2]
-        kwargs["end"] = dream.check_dream_size(net, kwargs.get("end", "inception_4c/output"), h, w,
+        kwargs["end"] = dream.check_dream_size(net, kwargs.get("end", DEFAULT_END), h, w,
                                                kwargs.get("octave_n", 4), kwargs.get("octave_scale", 1.4),
                                                tile=kwargs.get("tile", "auto"))
         seed = derive_seed(settings.seed, item.name)

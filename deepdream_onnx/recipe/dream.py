@@ -20,7 +20,7 @@ from deepdream_onnx import images
 from deepdream_onnx.errors import DeepDreamError, InputSizeError
 from deepdream_onnx.graph.network import MEAN_BGR
 from deepdream_onnx.progress import Progress
-from deepdream_onnx.recipe import laplacian, tiling
+from deepdream_onnx.recipe import DEFAULT_END, laplacian, tiling
 
 # What `end` may be: a blob, several blobs, or {blob: weight}.
 End = Union[str, Sequence[str], Dict[str, float]]
@@ -60,12 +60,12 @@ def objective_guide(guide_features):
     return objective
 
 
-def guide_features(net, guide_img, end="inception_4c/output"):
+def guide_features(net, guide_img, end=DEFAULT_END):
     """The end blob's activations (C x h x w) for guide_img (H x W x 3 RGB)."""
     return net.forward(preprocess(guide_img)[np.newaxis], end)[0].copy()
 
 
-def make_step(net, src: np.ndarray, step_size: float = 1.5, end: End = "inception_4c/output",
+def make_step(net, src: np.ndarray, step_size: float = 1.5, end: End = DEFAULT_END,
               jitter: int = 32, clip: bool = True, objective: Optional[Objective] = None,
               rng: Optional[np.random.RandomState] = None, normalize: str = "mean", levels: int = 4,
               tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET) -> np.ndarray:
@@ -108,7 +108,7 @@ def make_step(net, src: np.ndarray, step_size: float = 1.5, end: End = "inceptio
     return src
 
 
-def gradient(net, src, end="inception_4c/output", objective=None, tile="auto",
+def gradient(net, src, end=DEFAULT_END, objective=None, tile="auto",
              memory_budget=tiling.MEMORY_BUDGET, rng=None):
     """d objective / d src for src float32 3 x H x W: one run, or tile by tile.
 
@@ -146,7 +146,7 @@ def _check_normalize(normalize, levels):
 
 
 def deepdream(net, base_img: np.ndarray, iter_n: int = 10, octave_n: int = 4, octave_scale: float = 1.4,
-              end: End = "inception_4c/output", clip: bool = True, step_size: float = 1.5, jitter: int = 32,
+              end: End = DEFAULT_END, clip: bool = True, step_size: float = 1.5, jitter: int = 32,
               objective: Optional[Objective] = None, rng: Optional[np.random.RandomState] = None,
               progress: Any = None, normalize: str = "mean", levels: int = 4,
               tile: Union[str, int, None] = "auto", memory_budget: int = tiling.MEMORY_BUDGET,
@@ -320,7 +320,7 @@ def zoom_frames(net, img, out_dir, frames=100, s=0.05, seed=None, ext=".png", pa
     out_dir = Path(out_dir)
     images.output_format(f"x{ext}")
     h, w = np.shape(img)[:2]
-    check_dream_size(net, dream_kwargs.get("end", "inception_4c/output"), h, w,
+    check_dream_size(net, dream_kwargs.get("end", DEFAULT_END), h, w,
                      dream_kwargs.get("octave_n", 4), dream_kwargs.get("octave_scale", 1.4))
     if seed is not None and "rng" in dream_kwargs:
         raise TypeError("zoom_frames takes seed or rng, not both")

@@ -14,12 +14,11 @@ import numpy as np
 from deepdream_onnx import images, paths
 from deepdream_onnx.errors import DeepDreamError
 from deepdream_onnx.progress import Progress
-from deepdream_onnx.recipe import dream
+from deepdream_onnx.recipe import DEFAULT_END, dream
 from deepdream_onnx.video import flow as flows
 from deepdream_onnx.video import media
 from deepdream_onnx.video.frames import WorkDir
 
-DEFAULT_END = "inception_4c/output"  # deepdream's
 CYCLE_EVERY = 24  # frames per layer when cycling: one second of film
 SEGMENT = 48      # frames per segment of a blended video on a cluster
 WARMUP = 8        # frames dreamed before each segment (and dropped) so that it starts with carried detail

@@ -17,8 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from deepdream_onnx import __version__, paths
-from deepdream_onnx.cli.main import DEFAULT_END
 from deepdream_onnx.errors import UnknownBlobError
+from deepdream_onnx.recipe import DEFAULT_END
 from deepdream_onnx.web import concepts, events, schemas
 from deepdream_onnx.web.jobs import JobQueue, NotCancellable, QueueFull
 from deepdream_onnx.web.limits import CACHE_BYTES, MAX_JOBS, MAX_QUEUED, Limits

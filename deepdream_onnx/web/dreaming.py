@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from deepdream_onnx import images
-from deepdream_onnx.cli import main as cli
+from deepdream_onnx.cli import dream_args
 from deepdream_onnx.recipe import dream
 from deepdream_onnx.web.spec import ZOOM_DURATION_MS
 from deepdream_onnx.web.store import ANIMATION, FRAMES, PREVIEW, RESULT
@@ -21,7 +21,7 @@ def run(spec, directory, reporter):
     reporter.check()
     objective = spec.objective
     if spec.guide is not None:
-        objective = cli._guide_objective(spec.net, spec.guide, spec.end)
+        objective = dream_args.guide_objective(spec.net, spec.guide, spec.end)
     kwargs = spec.dream_kwargs()
     clip = kwargs["clip"]
     steps = _Steps(spec, reporter)

@@ -1,5 +1,5 @@
 """A dream request: the params JSON and the uploads of POST /api/dreams, checked before any
-computing by the command line's own rules (deepdream_onnx.cli.main), then the server's caps.
+computing by the command line's own rules (deepdream_onnx.cli.dream_args), then the server's caps.
 
 The params become the namespace `deepdream-onnx dream` would have parsed, so the same
 functions check their combinations, resolve the layer, build the objective, the
@@ -15,7 +15,7 @@ from typing import Annotated, Any, List, Literal, Optional, Tuple, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepdream_onnx import images
-from deepdream_onnx.cli import main as cli
+from deepdream_onnx.cli import dream_args
 from deepdream_onnx.cli.common import new_seed
 from deepdream_onnx.errors import DeepDreamError
 from deepdream_onnx.labels import imagenet_labels
@@ -107,12 +107,12 @@ class DreamSpec:
 
     def dream_kwargs(self):
         """deepdream()'s keyword arguments, as the command line passes them."""
-        return cli._dream_kwargs(self.args, self.end)
+        return dream_args.dream_kwargs(self.args, self.end)
 
     def png_params(self):
         """What the result PNG records: the keys `deepdream-onnx dream` (or zoom) writes."""
         extra = {"scale": self.scale} if self.mode == "zoom" else {}
-        return cli._params(self.args, self.net, self.end, self.seed, self.img, **extra)
+        return dream_args.png_params(self.args, self.net, self.end, self.seed, self.img, **extra)
 
 
 def parse_params(text):
@@ -157,7 +157,7 @@ def check(params, limits, net, default_end, image=None, guide=None, classes=None
         max_pixels=limits.max_pixels,
     )
     try:
-        cli._check_combinations(args)
+        dream_args.check_combinations(args)
     except DeepDreamError as e:
         raise ApiError(422, web_message(e)) from None
 
@@ -165,8 +165,8 @@ def check(params, limits, net, default_end, image=None, guide=None, classes=None
     img = _start(start, size, seed, image, limits, args)
     guide_img = load_upload("guide", guide, limits) if guide is not None else None
     try:
-        end = cli._resolve_end(args, net, img)
-        objective = cli._objective(args, net, end, None)
+        end = dream_args.resolve_end(args, net, img)
+        objective = dream_args.objective(args, net, end, None)
     except DeepDreamError as e:
         raise ApiError(422, web_message(e)) from None
     if guide_img is not None:
@@ -228,7 +228,7 @@ def _start(start, size, seed, image, limits, args):
         return load_upload("image", image, limits)
     if start == "sky":
         return images.default_image(size[1], size[0])
-    return cli._start_image(args, seed)  # seeded noise of args.size
+    return dream_args.start_image(args, seed)  # seeded noise of args.size
 
 
 def web_message(e):
