@@ -138,7 +138,7 @@ def run_gallery(args):
 def run_classify(args):
     img = load_input(args.input, args.max_pixels)
     net = load_net(args)
-    classifier = _classifier(net, args.labels)
+    classifier = classifier_with_labels(net, args.labels)
     rows = [(str(rank), str(index), f"{p:.4f}", name)
             for rank, (index, name, p) in enumerate(classifier.top(img, args.top), 1)]
     print_table(("rank", "class", "probability", "name"), rows, align=">>><")
@@ -158,7 +158,7 @@ def run_census(args):
     if args.chart and args.csv and Path(args.chart).resolve() == Path(args.csv).resolve():
         raise UsageError(f"--chart and --csv are the same file {args.csv}")
     net = load_net(args)
-    classifier = _classifier(net, args.labels)
+    classifier = classifier_with_labels(net, args.labels)
     starts = _census_starts(args, classifier.side)
     end = dream.check_dream_size(net, args.end, classifier.side, classifier.side, args.octaves, args.octave_scale)
     seed = new_seed(args.seed)
@@ -209,7 +209,7 @@ def _input_name(path):
     return os.path.basename(path) if path else "(built-in sky)"
 
 
-def _classifier(net, labels_path):
+def classifier_with_labels(net, labels_path):
     """The network's classifier with class names; a labels file of the wrong length is refused."""
     from deepdream_onnx.labels import read_labels
     from deepdream_onnx.recipe import explore

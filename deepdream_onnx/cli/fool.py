@@ -135,7 +135,7 @@ def _check_combinations(args):
 def run_fool(args):
     _check_combinations(args)
     from deepdream_onnx import images
-    from deepdream_onnx.cli.explore import _classifier
+    from deepdream_onnx.cli.explore import classifier_with_labels
     from deepdream_onnx.progress import Progress
     from deepdream_onnx.recipe import fool, objectives
 
@@ -148,7 +148,7 @@ def run_fool(args):
             raise UsageError(f"--show and -o are the same file {args.output}")
     img = None if args.from_noise else load_input(args.input, args.max_pixels)
     net = load_net(args)
-    classifier = _classifier(net, args.labels)
+    classifier = classifier_with_labels(net, args.labels)
     untargeted = not args.from_noise and args.target.strip().lower() == "none"
     try:
         target = None if untargeted else objectives.class_index(args.target, classifier.names)
